@@ -1,0 +1,101 @@
+"""What every script shares: flags backed by environment variables, Ctrl-C handling, one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from kafka_project.order_codec import SCHEMA_PATH, SchemaFileError
+
+
+class UserError(Exception):
+    """A mistake the user can fix (bad flag, broker down, missing topic): one line, no traceback."""
+
+
+def env_default(name: str, default: str | None) -> str | None:
+    return os.environ.get(name) or default
+
+
+def make_parser(doc: str | None, common_args: bool = True) -> argparse.ArgumentParser:
+    """A parser whose --help is the script's docstring, with the shared flags unless told otherwise."""
+    summary, _, details = (doc or "").strip().partition("\n")
+    parser = argparse.ArgumentParser(
+        description=summary, epilog=details.strip() or None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    return add_common_args(parser) if common_args else parser
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """--bootstrap-servers and --schema, each backed by an environment variable."""
+    parser.add_argument(
+        "--bootstrap-servers", metavar="HOST:PORT",
+        default=env_default("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092"),
+        help="Kafka brokers (env KAFKA_BOOTSTRAP_SERVERS; default %(default)s)",
+    )
+    parser.add_argument(
+        "--schema", type=Path, default=Path(env_default("ORDER_SCHEMA", str(SCHEMA_PATH))),
+        help="Avro schema of an order (env ORDER_SCHEMA; default: the packaged order.avsc)",
+    )
+    return parser
+
+
+def fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1")
+    return value
+
+
+def non_negative(kind: Callable[[str], int | float]) -> Callable[[str], int | float]:
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"{text} is negative")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its error message
+    return parse
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive whole number")
+    return value
+
+
+def stop_on_signals() -> threading.Event:
+    """The first Ctrl-C or SIGTERM asks for a clean stop; a second Ctrl-C stops at once."""
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: object) -> None:
+        stop.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        print(f"\n{signal.Signals(signum).name}: finishing up (Ctrl-C again to quit at once)", file=sys.stderr)
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    return stop
+
+
+def run(main: Callable[[], int | None]) -> None:
+    """Run a script's main: user mistakes become one line on stderr, never a stack trace."""
+    try:
+        sys.exit(main() or 0)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except SchemaFileError as exc:  # bad input, like a bad flag: argparse's exit code
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)

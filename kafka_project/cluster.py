@@ -1,0 +1,110 @@
+"""Talking to the cluster outside the hot path: client settings, start-up checks, reading a topic."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from kafka_project.cli import UserError
+
+START_BROKER_HINT = "start one with 'docker compose up -d' or 'bin/kafka-local start'"
+METADATA_TIMEOUT_S = 10.0
+
+# librdkafka logs every failed connection attempt; our error callback reports them once instead.
+_quiet_librdkafka = logging.getLogger("librdkafka")
+_quiet_librdkafka.addHandler(logging.NullHandler())
+_quiet_librdkafka.propagate = False
+
+
+_last_client_error = ""
+
+
+def report_client_error(err: KafkaError) -> None:
+    """error_cb: print each client error once, not once per reconnect attempt."""
+    global _last_client_error
+    if err.str() != _last_client_error:
+        _last_client_error = err.str()
+        print(f"kafka: {err.str()}", file=sys.stderr)
+
+
+def client_config(bootstrap_servers: str, **settings: object) -> dict:
+    """Settings every client here shares, plus the caller's own."""
+    return {
+        "bootstrap.servers": bootstrap_servers,
+        "error_cb": report_client_error,
+        "logger": _quiet_librdkafka,
+        **settings,
+    }
+
+
+def existing_topics(client: Consumer | Producer, bootstrap_servers: str) -> set[str]:
+    """The cluster's topic names; a broker that does not answer is a one-line UserError."""
+    try:
+        metadata = client.list_topics(timeout=METADATA_TIMEOUT_S)
+    except KafkaException as exc:
+        raise UserError(
+            f"cannot reach Kafka at {bootstrap_servers} ({exc.args[0].str()}); {START_BROKER_HINT}"
+        ) from None
+    return set(metadata.topics)
+
+
+def missing_topic_message(topic: str, bootstrap_servers: str) -> str:
+    return (
+        f"topic '{topic}' does not exist on {bootstrap_servers}; create it with "
+        f"'bin/kafka-topics --bootstrap-server {bootstrap_servers} --create --topic {topic}'"
+    )
+
+
+def require_topics(client: Consumer | Producer, bootstrap_servers: str, topics: list[str]) -> None:
+    present = existing_topics(client, bootstrap_servers)
+    for topic in topics:
+        if topic not in present:
+            raise UserError(missing_topic_message(topic, bootstrap_servers))
+
+
+def read_topic(bootstrap_servers: str, topic: str, timeout_s: float = 30.0) -> Iterator[Message]:
+    """Every committed record of a topic, from the beginning to the current end, without a group commit."""
+    consumer = Consumer(client_config(
+        bootstrap_servers,
+        **{
+            "group.id": f"reader-{uuid.uuid4()}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "isolation.level": "read_committed",
+        },
+    ))
+    try:
+        require_topics(consumer, bootstrap_servers, [topic])
+        partitions = consumer.list_topics(topic, timeout=METADATA_TIMEOUT_S).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        unfinished = set(partitions)
+        deadline = time.monotonic() + timeout_s
+        while unfinished and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None:
+                continue
+            if msg.error():
+                if msg.error().code() != KafkaError._PARTITION_EOF:
+                    raise KafkaException(msg.error())
+                unfinished.discard(msg.partition())
+                continue
+            yield msg
+        if unfinished:
+            raise UserError(f"timed out reading {topic} after {timeout_s:.0f} s")
+    finally:
+        consumer.close()
+
+
+def produce(producer: Producer, topic: str, **record: object) -> None:
+    """Producer.produce that waits for room when the local queue is full instead of failing."""
+    while True:
+        try:
+            producer.produce(topic, **record)
+            return
+        except BufferError:
+            producer.poll(0.1)  # serving delivery reports frees queue space

@@ -1,0 +1,141 @@
+"""The dead-letter queue: forward failed records unchanged, and list what is in the DLQ and why.
+
+A DLQ record is the original record's key and value, byte for byte, with the original headers
+plus these (UTF-8 strings):
+  dlq.original.topic / .partition / .offset / .timestamp   where it came from (timestamp: epoch ms)
+  dlq.error.type / dlq.error.message                       why it failed
+  dlq.attempts                                             processing attempts (0: never decodable)
+  dlq.consumer.group                                       who gave up on it
+  dlq.failed.at                                            when (ISO 8601, UTC)
+
+Examples:
+  python kafka_project/dlq/dlq_producer.py list
+  python kafka_project/dlq/dlq_producer.py list --topic orders-dlq --bootstrap-servers localhost:9092
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from confluent_kafka import KafkaError, Message, Producer
+
+from kafka_project.cli import add_common_args, env_default, make_parser, run
+from kafka_project.cluster import client_config, produce, read_topic
+from kafka_project.order_codec import OrderCodec, OrderDecodeError
+
+HEADER_PREFIX = "dlq."
+Headers = list[tuple[str, bytes]]
+
+
+class DeadLetterError(Exception):
+    """The DLQ refused a record for good; its offset stays uncommitted."""
+
+
+def dlq_headers(original: Message, error: Exception, attempts: int, group_id: str,
+                failed_at: datetime) -> Headers:
+    """The original record's headers plus where it came from and why it failed."""
+    _, timestamp_ms = original.timestamp()
+    added = {
+        "original.topic": original.topic(),
+        "original.partition": original.partition(),
+        "original.offset": original.offset(),
+        "original.timestamp": timestamp_ms,
+        "error.type": type(error).__name__,
+        "error.message": str(error),
+        "attempts": attempts,
+        "consumer.group": group_id,
+        "failed.at": failed_at.isoformat(timespec="milliseconds"),
+    }
+    return list(original.headers() or []) + [
+        (HEADER_PREFIX + name, str(value).encode()) for name, value in added.items()
+    ]
+
+
+def dlq_producer_config(bootstrap_servers: str) -> dict:
+    # Idempotent with acks=all: a DLQ copy, once acknowledged, is durable and written once.
+    return client_config(bootstrap_servers, **{"enable.idempotence": True, "linger.ms": 5})
+
+
+class DeadLetterPublisher:
+    """Sends failed records to the DLQ without blocking; `on_acked` runs once the broker has the copy."""
+
+    def __init__(self, producer: Producer, topic: str, group_id: str) -> None:
+        self.producer = producer
+        self.topic = topic
+        self.group_id = group_id
+
+    def send(self, original: Message, error: Exception, attempts: int, on_acked: Callable[[], None]) -> None:
+        headers = dlq_headers(original, error, attempts, self.group_id, datetime.now(UTC))
+        self._produce(original, headers, on_acked)
+
+    def _produce(self, original: Message, headers: Headers, on_acked: Callable[[], None]) -> None:
+        def delivered(err: KafkaError | None, _msg: Message) -> None:
+            if err is None:
+                on_acked()
+            elif err.retriable() or err.code() == KafkaError._MSG_TIMED_OUT:
+                print(f"DLQ write for {describe(original)} failed ({err.str()}); retrying", file=sys.stderr)
+                self._produce(original, headers, on_acked)
+            else:
+                raise DeadLetterError(f"DLQ write for {describe(original)} failed: {err.str()}")
+
+        produce(self.producer, self.topic, key=original.key(), value=original.value(),
+                headers=headers, on_delivery=delivered)
+
+    def poll(self) -> None:
+        self.producer.poll(0)
+
+    def flush(self, timeout_s: float) -> int:
+        """Wait for every pending DLQ copy; returns how many are still unacknowledged."""
+        return self.producer.flush(timeout_s)
+
+
+def describe(msg: Message) -> str:
+    return f"{msg.topic()} [{msg.partition()}] offset {msg.offset()}"
+
+
+def format_dlq_record(msg: Message, codec: OrderCodec) -> str:
+    """One DLQ record for people: the decoded order (or why it is not one) and every header."""
+    try:
+        body = f"order: {codec.decode(msg.value())}"
+    except OrderDecodeError as exc:
+        size = "null" if msg.value() is None else f"{len(msg.value())} bytes"
+        body = f"value: {size}, not an order ({exc})"
+    headers = "".join(
+        f"\n  {name}: {value.decode(errors='replace') if value is not None else None}"
+        for name, value in msg.headers() or []
+    )
+    return f"{describe(msg)}\n  {body}{headers}"
+
+
+def list_dlq(args: argparse.Namespace) -> int:
+    codec = OrderCodec(args.schema)
+    records = 0
+    for msg in read_topic(args.bootstrap_servers, args.topic, timeout_s=args.timeout):
+        print(format_dlq_record(msg, codec), end="\n\n")
+        records += 1
+    print(f"{records} record(s) in {args.topic}")
+    return 0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = make_parser(__doc__, common_args=False)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    list_command = add_common_args(
+        commands.add_parser("list", help="print every DLQ record, decoded, with its headers"))
+    list_command.add_argument("--topic", default=env_default("DLQ_TOPIC", "orders-dlq"),
+                              help="DLQ topic (env DLQ_TOPIC; default %(default)s)")
+    list_command.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
+                              help="give up reading after this long (default %(default)s)")
+    list_command.set_defaults(handler=list_dlq)
+    return parser.parse_args(argv)
+
+
+def cli() -> None:
+    run(lambda: (args := parse_args()).handler(args))
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,118 @@
+"""Stream random orders to Kafka, one Avro single-object record per message, keyed by orderId.
+
+Examples:
+  python kafka_project/producer/producer.py                      # one order a second until Ctrl-C
+  python kafka_project/producer/producer.py --count 1000 --interval 0 --seed 42 --quiet
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from itertools import count, islice
+
+from confluent_kafka import KafkaError, Message, Producer
+
+from kafka_project.cli import env_default, make_parser, non_negative, run, stop_on_signals
+from kafka_project.cluster import client_config, produce, require_topics
+from kafka_project.order_codec import Order, OrderCodec
+
+PRODUCTS = ["Laptop", "Phone", "Tablet", "Headphones", "Monitor", "Keyboard", "Mouse", "Camera"]
+PRICE_CENTS = (500, 150_000)  # $5.00 to $1,500.00
+FLUSH_TIMEOUT_S = 30.0
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = make_parser(__doc__)
+    parser.add_argument("--topic", default=env_default("ORDERS_TOPIC", "orders"),
+                        help="topic to write to (env ORDERS_TOPIC; default %(default)s)")
+    parser.add_argument("--count", type=non_negative(int), default=None,
+                        help="stop after this many orders (default: run until Ctrl-C)")
+    parser.add_argument("--interval", type=non_negative(float), default=1.0, metavar="SECONDS",
+                        help="pause between orders; 0 = as fast as possible (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=None, help="make the orders reproducible")
+    parser.add_argument("--quiet", action="store_true", help="print only the final summary")
+    return parser.parse_args(argv)
+
+
+def producer_config(bootstrap_servers: str) -> dict:
+    return client_config(
+        bootstrap_servers,
+        # Idempotence (implies acks=all): a retried send is never written twice, order is kept.
+        **{"enable.idempotence": True, "acks": "all", "linger.ms": 5},
+    )
+
+
+def random_orders(seed: int | None = None) -> Iterator[Order]:
+    """Endless random orders. IDs are a run id plus a sequence number: unique within a run,
+    and a 32-bit run id keeps separate runs apart (the same --seed repeats a run on purpose)."""
+    rng = random.Random(seed)
+    run_id = f"{rng.getrandbits(32):08X}"
+    for sequence in count(1):
+        cents = rng.randint(*PRICE_CENTS)
+        yield Order(f"ORD-{run_id}-{sequence:06d}", rng.choice(PRODUCTS), Decimal(cents).scaleb(-2))
+
+
+class DeliveryReport:
+    """The delivery callback and its tally: an order counts as sent only once the broker has it."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.delivered = 0
+        self.failed = 0
+
+    def __call__(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self.failed += 1
+            print(f"Delivery failed for orderId {msg.key().decode()}: {err.str()}", file=sys.stderr)
+            return
+        self.delivered += 1
+        if not self.quiet:
+            print(f"Message delivered to {msg.topic()} [{msg.partition()}]")
+
+
+def wait_serving_callbacks(producer: Producer, seconds: float, stop: threading.Event) -> None:
+    """Sleep between orders while delivery reports keep printing as they arrive."""
+    deadline = time.monotonic() + seconds
+    while not stop.is_set() and (left := deadline - time.monotonic()) > 0:
+        producer.poll(min(left, 0.1))
+
+
+def main(args: argparse.Namespace) -> int:
+    codec = OrderCodec(args.schema)
+    producer = Producer(producer_config(args.bootstrap_servers))
+    require_topics(producer, args.bootstrap_servers, [args.topic])
+    stop = stop_on_signals()
+    report = DeliveryReport(args.quiet)
+    if not args.quiet:
+        print(f"Starting Kafka Producer...\nSending orders to '{args.topic}' topic\n")
+
+    sent = 0
+    for order in islice(random_orders(args.seed), args.count):
+        if stop.is_set():
+            break
+        produce(producer, args.topic, key=order.order_id.encode(), value=codec.encode(order),
+                on_delivery=report)
+        sent += 1
+        if not args.quiet:
+            print(f"Sent order: {order}")
+        producer.poll(0)
+        if args.interval:
+            wait_serving_callbacks(producer, args.interval, stop)
+
+    undelivered = producer.flush(FLUSH_TIMEOUT_S)
+    print(f"Summary: sent={sent} delivered={report.delivered} failed={report.failed + undelivered}")
+    return 1 if report.failed or undelivered else 0
+
+
+def cli() -> None:
+    run(lambda: main(parse_args()))
+
+
+if __name__ == "__main__":
+    cli()
