@@ -25,7 +25,8 @@ def make_parser(doc: str | None, common_args: bool = True) -> argparse.ArgumentP
     """A parser whose --help is the script's docstring, with the shared flags unless told otherwise."""
     summary, _, details = (doc or "").strip().partition("\n")
     parser = argparse.ArgumentParser(
-        description=summary, epilog=details.strip() or None,
+        description=summary,
+        epilog=details.strip() or None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     return add_common_args(parser) if common_args else parser
@@ -34,12 +35,15 @@ def make_parser(doc: str | None, common_args: bool = True) -> argparse.ArgumentP
 def add_common_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """--bootstrap-servers and --schema, each backed by an environment variable."""
     parser.add_argument(
-        "--bootstrap-servers", metavar="HOST:PORT",
+        "--bootstrap-servers",
+        metavar="HOST:PORT",
         default=env_default("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092"),
         help="Kafka brokers (env KAFKA_BOOTSTRAP_SERVERS; default %(default)s)",
     )
     parser.add_argument(
-        "--schema", type=Path, default=Path(env_default("ORDER_SCHEMA", str(SCHEMA_PATH))),
+        "--schema",
+        type=Path,
+        default=Path(env_default("ORDER_SCHEMA", str(SCHEMA_PATH))),
         help="Avro schema of an order (env ORDER_SCHEMA; default: the packaged order.avsc)",
     )
     return parser
@@ -80,7 +84,9 @@ def stop_on_signals() -> threading.Event:
     def request_stop(signum: int, _frame: object) -> None:
         stop.set()
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        print(f"\n{signal.Signals(signum).name}: finishing up (Ctrl-C again to quit at once)", file=sys.stderr)
+        print(
+            f"\n{signal.Signals(signum).name}: finishing up (Ctrl-C again to quit at once)", file=sys.stderr
+        )
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)

@@ -8,7 +8,15 @@ import time
 import uuid
 from collections.abc import Iterator
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from kafka_project.cli import UserError
 
@@ -69,15 +77,17 @@ def require_topics(client: Consumer | Producer, bootstrap_servers: str, topics: 
 
 def read_topic(bootstrap_servers: str, topic: str, timeout_s: float = 30.0) -> Iterator[Message]:
     """Every committed record of a topic, from the beginning to the current end, without a group commit."""
-    consumer = Consumer(client_config(
-        bootstrap_servers,
-        **{
-            "group.id": f"reader-{uuid.uuid4()}",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "isolation.level": "read_committed",
-        },
-    ))
+    consumer = Consumer(
+        client_config(
+            bootstrap_servers,
+            **{
+                "group.id": f"reader-{uuid.uuid4()}",
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+                "isolation.level": "read_committed",
+            },
+        )
+    )
     try:
         require_topics(consumer, bootstrap_servers, [topic])
         partitions = consumer.list_topics(topic, timeout=METADATA_TIMEOUT_S).topics[topic].partitions

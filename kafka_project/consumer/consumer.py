@@ -20,16 +20,29 @@ from collections.abc import Callable
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from kafka_project.cli import (
-    UserError, env_default, fraction, make_parser, non_negative, positive_int, run, stop_on_signals,
+    UserError,
+    env_default,
+    fraction,
+    make_parser,
+    non_negative,
+    positive_int,
+    run,
+    stop_on_signals,
 )
 from kafka_project.cluster import client_config, existing_topics, missing_topic_message
 from kafka_project.consumer.aggregate import RunningAverage
 from kafka_project.consumer.offsets import OffsetTracker
 from kafka_project.consumer.retry import (
-    PermanentFailure, RetryPolicy, SimulatedFailures, call_with_retries,
+    PermanentFailure,
+    RetryPolicy,
+    SimulatedFailures,
+    call_with_retries,
 )
 from kafka_project.dlq.dlq_producer import (
-    DeadLetterError, DeadLetterPublisher, describe, dlq_producer_config,
+    DeadLetterError,
+    DeadLetterPublisher,
+    describe,
+    dlq_producer_config,
 )
 from kafka_project.order_codec import OrderCodec, OrderDecodeError
 
@@ -41,21 +54,48 @@ TOPIC_RECHECK_S = 2.0
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = make_parser(__doc__)
-    parser.add_argument("--topic", default=env_default("ORDERS_TOPIC", "orders"),
-                        help="topic to consume (env ORDERS_TOPIC; default %(default)s)")
-    parser.add_argument("--dlq-topic", default=env_default("DLQ_TOPIC", "orders-dlq"),
-                        help="dead-letter topic (env DLQ_TOPIC; default %(default)s)")
-    parser.add_argument("--group-id", default=env_default("KAFKA_GROUP_ID", "order-consumer"),
-                        help="consumer group (env KAFKA_GROUP_ID; default %(default)s)")
-    parser.add_argument("--failure-rate", type=fraction, default=0.30,
-                        help="chance that one processing try fails (default %(default)s)")
-    parser.add_argument("--max-attempts", type=positive_int, default=3,
-                        help="tries per order before it goes to the DLQ (default %(default)s)")
-    parser.add_argument("--retry-backoff", type=non_negative(float), default=0.1, metavar="SECONDS",
-                        help="wait after failed try k is k times this (default %(default)s)")
+    parser.add_argument(
+        "--topic",
+        default=env_default("ORDERS_TOPIC", "orders"),
+        help="topic to consume (env ORDERS_TOPIC; default %(default)s)",
+    )
+    parser.add_argument(
+        "--dlq-topic",
+        default=env_default("DLQ_TOPIC", "orders-dlq"),
+        help="dead-letter topic (env DLQ_TOPIC; default %(default)s)",
+    )
+    parser.add_argument(
+        "--group-id",
+        default=env_default("KAFKA_GROUP_ID", "order-consumer"),
+        help="consumer group (env KAFKA_GROUP_ID; default %(default)s)",
+    )
+    parser.add_argument(
+        "--failure-rate",
+        type=fraction,
+        default=0.30,
+        help="chance that one processing try fails (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-attempts",
+        type=positive_int,
+        default=3,
+        help="tries per order before it goes to the DLQ (default %(default)s)",
+    )
+    parser.add_argument(
+        "--retry-backoff",
+        type=non_negative(float),
+        default=0.1,
+        metavar="SECONDS",
+        help="wait after failed try k is k times this (default %(default)s)",
+    )
     parser.add_argument("--seed", type=int, default=None, help="make the simulated failures repeatable")
-    parser.add_argument("--idle-timeout", type=non_negative(float), default=None, metavar="SECONDS",
-                        help="exit after this long without a new record (default: run until Ctrl-C)")
+    parser.add_argument(
+        "--idle-timeout",
+        type=non_negative(float),
+        default=None,
+        metavar="SECONDS",
+        help="exit after this long without a new record (default: run until Ctrl-C)",
+    )
     parser.add_argument("--quiet", action="store_true", help="print only the final summary")
     return parser.parse_args(argv)
 
@@ -79,8 +119,9 @@ def consumer_config(bootstrap_servers: str, group_id: str) -> dict:
 class OrderProcessor:
     """Handles one record at a time: decode, process with retries, count or dead-letter."""
 
-    def __init__(self, consumer: Consumer, dlq: DeadLetterPublisher, codec: OrderCodec,
-                 args: argparse.Namespace) -> None:
+    def __init__(
+        self, consumer: Consumer, dlq: DeadLetterPublisher, codec: OrderCodec, args: argparse.Namespace
+    ) -> None:
         self.consumer = consumer
         self.dlq = dlq
         self.codec = codec
@@ -146,8 +187,10 @@ class OrderProcessor:
         self.offsets.forget([(p.topic, p.partition) for p in partitions])
 
     def summary(self) -> str:
-        return (f"Summary: processed={self.aggregate.count} dlq={self.dead_lettered} "
-                f"retries={self.retries} total={self.aggregate.total_price} avg={self.aggregate.avg}")
+        return (
+            f"Summary: processed={self.aggregate.count} dlq={self.dead_lettered} "
+            f"retries={self.retries} total={self.aggregate.total_price} avg={self.aggregate.avg}"
+        )
 
 
 def wait_for_topics(consumer: Consumer, args: argparse.Namespace, stop: threading.Event) -> bool:
@@ -169,8 +212,9 @@ def wait_for_topics(consumer: Consumer, args: argparse.Namespace, stop: threadin
     return False
 
 
-def consume_until_stopped(consumer: Consumer, processor: OrderProcessor, args: argparse.Namespace,
-                          stop: threading.Event) -> None:
+def consume_until_stopped(
+    consumer: Consumer, processor: OrderProcessor, args: argparse.Namespace, stop: threading.Event
+) -> None:
     last_record_at = time.monotonic()
     while not stop.is_set():
         messages = consumer.consume(num_messages=BATCH_SIZE, timeout=POLL_TIMEOUT_S)
@@ -195,8 +239,9 @@ def main(args: argparse.Namespace) -> int:
     codec = OrderCodec(args.schema)
     stop = stop_on_signals()
     consumer = Consumer(consumer_config(args.bootstrap_servers, args.group_id))
-    dlq = DeadLetterPublisher(Producer(dlq_producer_config(args.bootstrap_servers)), args.dlq_topic,
-                              args.group_id)
+    dlq = DeadLetterPublisher(
+        Producer(dlq_producer_config(args.bootstrap_servers)), args.dlq_topic, args.group_id
+    )
     processor = OrderProcessor(consumer, dlq, codec, args)
     try:
         if not wait_for_topics(consumer, args, stop):
@@ -212,8 +257,10 @@ def main(args: argparse.Namespace) -> int:
         # which commits the stored offsets and leaves the group.
         unacked = dlq.flush(FLUSH_TIMEOUT_S)
         if unacked:
-            print(f"warning: {unacked} DLQ copies unacknowledged; their offsets stay uncommitted",
-                  file=sys.stderr)
+            print(
+                f"warning: {unacked} DLQ copies unacknowledged; their offsets stay uncommitted",
+                file=sys.stderr,
+            )
         consumer.close()
         print(processor.summary())
     return 0

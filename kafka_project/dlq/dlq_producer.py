@@ -34,8 +34,9 @@ class DeadLetterError(Exception):
     """The DLQ refused a record for good; its offset stays uncommitted."""
 
 
-def dlq_headers(original: Message, error: Exception, attempts: int, group_id: str,
-                failed_at: datetime) -> Headers:
+def dlq_headers(
+    original: Message, error: Exception, attempts: int, group_id: str, failed_at: datetime
+) -> Headers:
     """The original record's headers plus where it came from and why it failed."""
     _, timestamp_ms = original.timestamp()
     added = {
@@ -81,8 +82,14 @@ class DeadLetterPublisher:
             else:
                 raise DeadLetterError(f"DLQ write for {describe(original)} failed: {err.str()}")
 
-        produce(self.producer, self.topic, key=original.key(), value=original.value(),
-                headers=headers, on_delivery=delivered)
+        produce(
+            self.producer,
+            self.topic,
+            key=original.key(),
+            value=original.value(),
+            headers=headers,
+            on_delivery=delivered,
+        )
 
     def poll(self) -> None:
         self.producer.poll(0)
@@ -124,11 +131,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = make_parser(__doc__, common_args=False)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     list_command = add_common_args(
-        commands.add_parser("list", help="print every DLQ record, decoded, with its headers"))
-    list_command.add_argument("--topic", default=env_default("DLQ_TOPIC", "orders-dlq"),
-                              help="DLQ topic (env DLQ_TOPIC; default %(default)s)")
-    list_command.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
-                              help="give up reading after this long (default %(default)s)")
+        commands.add_parser("list", help="print every DLQ record, decoded, with its headers")
+    )
+    list_command.add_argument(
+        "--topic",
+        default=env_default("DLQ_TOPIC", "orders-dlq"),
+        help="DLQ topic (env DLQ_TOPIC; default %(default)s)",
+    )
+    list_command.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="give up reading after this long (default %(default)s)",
+    )
     list_command.set_defaults(handler=list_dlq)
     return parser.parse_args(argv)
 

@@ -29,12 +29,24 @@ FLUSH_TIMEOUT_S = 30.0
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = make_parser(__doc__)
-    parser.add_argument("--topic", default=env_default("ORDERS_TOPIC", "orders"),
-                        help="topic to write to (env ORDERS_TOPIC; default %(default)s)")
-    parser.add_argument("--count", type=non_negative(int), default=None,
-                        help="stop after this many orders (default: run until Ctrl-C)")
-    parser.add_argument("--interval", type=non_negative(float), default=1.0, metavar="SECONDS",
-                        help="pause between orders; 0 = as fast as possible (default %(default)s)")
+    parser.add_argument(
+        "--topic",
+        default=env_default("ORDERS_TOPIC", "orders"),
+        help="topic to write to (env ORDERS_TOPIC; default %(default)s)",
+    )
+    parser.add_argument(
+        "--count",
+        type=non_negative(int),
+        default=None,
+        help="stop after this many orders (default: run until Ctrl-C)",
+    )
+    parser.add_argument(
+        "--interval",
+        type=non_negative(float),
+        default=1.0,
+        metavar="SECONDS",
+        help="pause between orders; 0 = as fast as possible (default %(default)s)",
+    )
     parser.add_argument("--seed", type=int, default=None, help="make the orders reproducible")
     parser.add_argument("--quiet", action="store_true", help="print only the final summary")
     return parser.parse_args(argv)
@@ -96,8 +108,9 @@ def main(args: argparse.Namespace) -> int:
     for order in islice(random_orders(args.seed), args.count):
         if stop.is_set():
             break
-        produce(producer, args.topic, key=order.order_id.encode(), value=codec.encode(order),
-                on_delivery=report)
+        produce(
+            producer, args.topic, key=order.order_id.encode(), value=codec.encode(order), on_delivery=report
+        )
         sent += 1
         if not args.quiet:
             print(f"Sent order: {order}")
