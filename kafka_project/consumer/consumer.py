@@ -112,6 +112,9 @@ def consumer_config(bootstrap_servers: str, group_id: str) -> dict:
             "enable.auto.commit": True,
             "auto.commit.interval.ms": 1000,
             "isolation.level": "read_committed",
+            # A killed consumer's partitions go to a restarted one after this long (Kafka's default
+            # is 45 s); heartbeats come from a background thread, so slow retries do not count here.
+            "session.timeout.ms": 10000,
         },
     )
 
@@ -215,15 +218,14 @@ def wait_for_topics(consumer: Consumer, args: argparse.Namespace, stop: threadin
 def consume_until_stopped(
     consumer: Consumer, processor: OrderProcessor, args: argparse.Namespace, stop: threading.Event
 ) -> None:
-    last_record_at = time.monotonic()
+    last_active = time.monotonic()
     while not stop.is_set():
         messages = consumer.consume(num_messages=BATCH_SIZE, timeout=POLL_TIMEOUT_S)
         processor.dlq.poll()  # serve DLQ acknowledgements: they release offsets
-        if not messages:
-            if args.idle_timeout is not None and time.monotonic() - last_record_at > args.idle_timeout:
-                return
-            continue
-        last_record_at = time.monotonic()
+        if messages or not consumer.assignment():  # still joining the group is not idleness
+            last_active = time.monotonic()
+        elif args.idle_timeout is not None and time.monotonic() - last_active > args.idle_timeout:
+            return
         for msg in messages:
             if stop.is_set():
                 return  # the rest are not stored, so they are redelivered next time
@@ -233,6 +235,7 @@ def consume_until_stopped(
                 print(f"kafka: {msg.error().str()}", file=sys.stderr)
                 continue
             processor.handle(msg)
+            processor.dlq.poll()  # cheap when idle; keeps DLQ acks (and so commits) close behind
 
 
 def main(args: argparse.Namespace) -> int:

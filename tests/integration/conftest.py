@@ -1,0 +1,103 @@
+"""A real Kafka broker for the integration tests, and helpers to run the scripts as a user does.
+
+The broker is the one at KAFKA_BOOTSTRAP_SERVERS if set; otherwise bin/kafka-local starts (or
+reuses) a ZooKeeper-backed Apache Kafka on localhost:9092. Every test gets its own topics.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from kafka_project.cluster import read_topic
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPTS = {
+    "producer": REPO / "kafka_project/producer/producer.py",
+    "consumer": REPO / "kafka_project/consumer/consumer.py",
+    "dlq": REPO / "kafka_project/dlq/dlq_producer.py",
+}
+
+
+@pytest.fixture(scope="session")
+def bootstrap_servers() -> str:
+    if servers := os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        return servers
+    subprocess.run([REPO / "bin/kafka-local", "start"], check=True)
+    return "localhost:9092"
+
+
+@dataclass
+class Topics:
+    orders: str
+    dlq: str
+    group: str
+
+
+@pytest.fixture
+def topics(bootstrap_servers: str, request: pytest.FixtureRequest) -> Iterator[Topics]:
+    """Fresh orders and DLQ topics (and a group id) for one test, deleted afterwards."""
+    suffix = f"{request.node.name[:40]}-{uuid.uuid4().hex[:8]}".replace("[", "-").replace("]", "")
+    names = Topics(f"orders-{suffix}", f"orders-dlq-{suffix}", f"group-{suffix}")
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    for future in admin.create_topics([NewTopic(t, 1, 1) for t in (names.orders, names.dlq)]).values():
+        future.result(30)
+    yield names
+    for future in admin.delete_topics([names.orders, names.dlq]).values():
+        future.result(30)
+
+
+def run_script(name: str, *args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess:
+    """Run a script exactly as the README does, `python path/to/script.py ...`."""
+    return subprocess.run(
+        [sys.executable, "-u", SCRIPTS[name], *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        env={**os.environ, **env},
+    )
+
+
+def start_script(name: str, *args: str, stdout_path: Path) -> subprocess.Popen:
+    with open(stdout_path, "w") as out:
+        return subprocess.Popen(
+            [sys.executable, "-u", SCRIPTS[name], *args], stdout=out, stderr=subprocess.STDOUT, cwd=REPO
+        )
+
+
+def summary(result: subprocess.CompletedProcess | str) -> dict[str, str]:
+    """The fields of the script's last line, `Summary: a=1 b=2`."""
+    text = result if isinstance(result, str) else result.stdout
+    last = [line for line in text.splitlines() if line.startswith("Summary: ")]
+    assert last, f"no Summary line in output:\n{text}\n{getattr(result, 'stderr', '')}"
+    return dict(field.split("=", 1) for field in last[-1].removeprefix("Summary: ").split())
+
+
+def records(bootstrap_servers: str, topic: str) -> list[Message]:
+    return list(read_topic(bootstrap_servers, topic))
+
+
+def headers_of(msg: Message) -> dict[str, str]:
+    return {name: value.decode() for name, value in msg.headers() or []}
+
+
+def committed_offset(bootstrap_servers: str, group: str, topic: str) -> int:
+    consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": group})
+    try:
+        return consumer.committed([TopicPartition(topic, 0)], timeout=10)[0].offset
+    finally:
+        consumer.close()
+
+
+def consumer_args(topics: Topics, *extra: str) -> list[str]:
+    return ["--topic", topics.orders, "--dlq-topic", topics.dlq, "--group-id", topics.group, *extra]

@@ -1,0 +1,61 @@
+"""User mistakes give one clear line and a non-zero exit code, never a stack trace."""
+
+import time
+
+import pytest
+
+from .conftest import run_script
+
+
+@pytest.mark.parametrize("script", ["producer", "consumer"])
+def test_unreachable_broker_is_one_line_within_seconds(script):
+    started = time.monotonic()
+    result = run_script(
+        script,
+        "--bootstrap-servers",
+        "localhost:1",
+        "--count" if script == "producer" else "--idle-timeout",
+        "1",
+        timeout=60,
+    )
+    assert time.monotonic() - started < 20
+    assert result.returncode == 1
+    assert "error: cannot reach Kafka at localhost:1" in result.stderr
+    assert "bin/kafka-local start" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_producer_names_a_missing_topic(bootstrap_servers):
+    result = run_script("producer", "--topic", "no-such-topic", "--count", "1")
+    assert result.returncode == 1
+    assert "error: topic 'no-such-topic' does not exist" in result.stderr
+
+
+def test_consumer_waits_for_a_missing_topic_then_gives_up_at_idle_timeout(bootstrap_servers):
+    result = run_script("consumer", "--topic", "no-such-topic", "--idle-timeout", "3")
+    assert result.returncode == 1
+    assert "Waiting: topic 'no-such-topic' does not exist" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--failure-rate", "1.5"], "1.5 is not between 0 and 1"),
+        (["--max-attempts", "0"], "0 is not a positive whole number"),
+        (["--retry-backoff", "-1"], "-1 is negative"),
+        (["--schema", "/no/such/order.avsc"], "cannot read schema file /no/such/order.avsc"),
+    ],
+)
+def test_invalid_input_exits_2(args, message):
+    result = run_script("consumer", *args, timeout=30)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("script", ["producer", "consumer", "dlq"])
+def test_every_script_has_help(script):
+    result = run_script(script, "--help", timeout=30)
+    assert result.returncode == 0
+    assert "--bootstrap-servers" in result.stdout or "list" in result.stdout

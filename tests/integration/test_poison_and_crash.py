@@ -1,0 +1,116 @@
+"""Bad input and a killed consumer: nothing is lost, poison is dead-lettered once and never retried."""
+
+import os
+import re
+import signal
+import time
+from decimal import Decimal
+
+from confluent_kafka import Producer
+
+from kafka_project.order_codec import Order, OrderCodec
+
+from .conftest import (
+    committed_offset,
+    consumer_args,
+    headers_of,
+    records,
+    run_script,
+    start_script,
+    summary,
+)
+
+codec = OrderCodec()
+VALID = codec.encode(Order("ORD-GOOD-1", "Tablet", Decimal("10.00")))
+POISON = {
+    "random bytes": (os.urandom(40), "UnknownSchemaError"),
+    "empty value": (b"", "InvalidOrderError"),
+    "null value": (None, "InvalidOrderError"),
+    "truncated record": (VALID[:-4], "InvalidOrderError"),
+    "another schema": (b"\xc3\x01" + b"\x11" * 8 + VALID[10:], "UnknownSchemaError"),
+    "negative price": (codec.encode(Order("ORD-NEG", "Tablet", Decimal("-1.00"))), "InvalidOrderError"),
+    "absurd price": (codec.encode(Order("ORD-BIG", "Tablet", Decimal("9999999.00"))), "InvalidOrderError"),
+    "non-UTF-8 text": (VALID.replace(b"Tablet", b"Tab\xfe\xfft"), "InvalidOrderError"),
+}
+
+
+def test_poison_goes_to_the_dlq_once_without_retries(bootstrap_servers, topics):
+    producer = Producer({"bootstrap.servers": bootstrap_servers})
+    sent = []  # (kind, value) in topic order: each poison record followed by a valid order
+    for number, (kind, (value, _)) in enumerate(POISON.items()):
+        good = codec.encode(Order(f"ORD-GOOD-{number}", "Phone", Decimal("20.00")))
+        producer.produce(topics.orders, key=kind.encode(), value=value)
+        producer.produce(topics.orders, key=f"ORD-GOOD-{number}".encode(), value=good)
+        sent += [(kind, value), ("valid", good)]
+    assert producer.flush(30) == 0
+
+    consumed = run_script("consumer", *consumer_args(topics, "--failure-rate", "0", "--idle-timeout", "5"))
+    assert consumed.returncode == 0, consumed.stderr
+    assert "Traceback" not in consumed.stderr
+    assert summary(consumed) == {
+        "processed": "8",
+        "dlq": "8",
+        "retries": "0",
+        "total": "160.00",
+        "avg": "20.00",
+    }
+    assert "Attempt" not in consumed.stdout  # poison is never retried
+
+    dead = records(bootstrap_servers, topics.dlq)
+    assert len(dead) == len(POISON)
+    for msg in dead:
+        headers = headers_of(msg)
+        kind, value = sent[int(headers["dlq.original.offset"])]
+        assert msg.key().decode() == kind
+        assert msg.value() == value
+        assert headers["dlq.error.type"] == POISON[kind][1], kind
+        assert headers["dlq.attempts"] == "0"
+        assert headers["dlq.error.message"]
+    assert committed_offset(bootstrap_servers, topics.group, topics.orders) == len(sent)
+
+
+def successful_order_ids(output: str) -> set[str]:
+    """orderIds the consumer printed as processed: a `Received order` block ending in ✓."""
+    done, current = set(), None
+    for line in output.splitlines():
+        if match := re.match(r"Received order: \{'orderId': '([^']+)'", line):
+            current = match.group(1)
+        elif line.startswith("✓ Processing successful"):
+            done.add(current)
+    return done
+
+
+def wait_for_lines(path, text: str, count: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while path.read_text().count(text) < count:
+        assert time.monotonic() < deadline, f"fewer than {count} {text!r} lines in {path}"
+        time.sleep(0.05)
+
+
+def test_consumer_killed_mid_stream_loses_nothing(bootstrap_servers, topics, tmp_path):
+    produced = run_script(
+        "producer", "--topic", topics.orders, "--count", "1000", "--interval", "0", "--seed", "3", "--quiet"
+    )
+    assert summary(produced)["delivered"] == "1000"
+    all_ids = {msg.key().decode() for msg in records(bootstrap_servers, topics.orders)}
+
+    # Backoff 0.02 s: about 10 s for 1000 orders, so the kill lands mid-stream.
+    args = consumer_args(topics, "--failure-rate", "0.3", "--retry-backoff", "0.02")
+    first_log = tmp_path / "first.log"
+    first = start_script("consumer", *args, stdout_path=first_log)
+    wait_for_lines(first_log, "Received order", 300)
+    deadline = time.monotonic() + 30
+    while committed_offset(bootstrap_servers, topics.group, topics.orders) < 0:  # first auto-commit
+        assert time.monotonic() < deadline, "the consumer never committed"
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    before_restart = committed_offset(bootstrap_servers, topics.group, topics.orders)
+    assert 0 < before_restart < 1000, "the kill should land mid-stream, after some commits"
+
+    second = run_script("consumer", *args, "--idle-timeout", "5")
+    (tmp_path / "second.log").write_text(second.stdout + second.stderr)
+    assert second.returncode == 0, second.stderr
+    counted = successful_order_ids(first_log.read_text()) | successful_order_ids(second.stdout)
+    dead = {msg.key().decode() for msg in records(bootstrap_servers, topics.dlq)}
+    assert all_ids - counted - dead == set(), f"orders lost; consumer logs in {tmp_path}"
+    assert committed_offset(bootstrap_servers, topics.group, topics.orders) == 1000

@@ -1,0 +1,48 @@
+"""docker-compose.yml and the Dockerfile, checked with real tools (no Docker engine runs in CI)."""
+
+import subprocess
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+
+
+def test_compose_file_is_valid_against_the_compose_spec():
+    result = subprocess.run(
+        [
+            "check-jsonschema",
+            "--schemafile",
+            REPO / "tests/vendor/compose-spec.json",
+            REPO / "docker-compose.yml",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerfile_passes_hadolint():
+    result = subprocess.run(["hadolint", REPO / "Dockerfile"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_compose_runs_zookeeper_mode_confluent_79_with_a_container_named_kafka():
+    services = COMPOSE["services"]
+    assert services["zookeeper"]["image"].startswith("confluentinc/cp-zookeeper:7.9.")
+    assert services["kafka"]["image"].startswith("confluentinc/cp-kafka:7.9.")
+    assert services["kafka"]["container_name"] == "kafka"
+    assert "healthcheck" in services["zookeeper"] and "healthcheck" in services["kafka"]
+    env = services["kafka"]["environment"]
+    assert "HOST://localhost:9092" in env["KAFKA_ADVERTISED_LISTENERS"]
+    assert "INTERNAL://kafka:29092" in env["KAFKA_ADVERTISED_LISTENERS"]
+    assert "orders orders-dlq" in services["kafka-init"]["command"][0]
+
+
+def test_app_services_sit_behind_a_profile_and_use_the_internal_listener():
+    for name in ("producer", "consumer"):
+        service = COMPOSE["services"][name]
+        assert service["profiles"] == ["app"]
+        assert service["environment"]["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:29092"
+        assert service["command"][1] == f"kafka_project/{name}/{name}.py"

@@ -1,0 +1,120 @@
+"""The consumer's pure parts: retry policy, running average, commit positions."""
+
+import random
+from decimal import Decimal
+
+import pytest
+
+from kafka_project.consumer.aggregate import RunningAverage
+from kafka_project.consumer.offsets import OffsetTracker
+from kafka_project.consumer.retry import (
+    PermanentFailure,
+    RetryPolicy,
+    SimulatedFailures,
+    TemporaryProcessingError,
+    call_with_retries,
+)
+
+
+def run_seeded(rate: float, seed: int, orders: int) -> list[int | None]:
+    """Attempts used per order (None = permanent failure), as the consumer runs them."""
+    failures = SimulatedFailures(rate, random.Random(seed))
+    results: list[int | None] = []
+    for _ in range(orders):
+        try:
+            results.append(call_with_retries(failures.maybe_fail, RetryPolicy(3, 0), sleep=lambda s: None))
+        except PermanentFailure as exc:
+            assert exc.attempts == 3
+            results.append(None)
+    return results
+
+
+def test_seeded_failures_repeat_exactly():
+    assert run_seeded(0.3, 7, 500) == run_seeded(0.3, 7, 500)
+    assert run_seeded(0.3, 7, 500) != run_seeded(0.3, 8, 500)
+
+
+def test_failure_rate_matches_the_probability():
+    results = run_seeded(0.3, 1, 20_000)
+    permanent = results.count(None) / len(results)
+    first_try = results.count(1) / len(results)
+    assert permanent == pytest.approx(0.3**3, abs=0.01)
+    assert first_try == pytest.approx(0.7, abs=0.02)
+
+
+@pytest.mark.parametrize(("rate", "expected"), [(0.0, 1), (1.0, None)])
+def test_rate_zero_never_fails_and_one_always_fails(rate, expected):
+    assert set(run_seeded(rate, 3, 100)) == {expected}
+
+
+def test_backoff_grows_per_attempt_and_failures_are_reported():
+    slept, reported = [], []
+    failures = iter([True, True, False])
+
+    def action():
+        if next(failures):
+            raise TemporaryProcessingError("boom")
+
+    attempts = call_with_retries(
+        action, RetryPolicy(3, 0.5), lambda k, exc: reported.append((k, str(exc))), slept.append
+    )
+    assert attempts == 3
+    assert slept == [0.5, 1.0]
+    assert reported == [(1, "boom"), (2, "boom")]
+
+
+def test_other_errors_are_not_retried():
+    calls = []
+
+    def action():
+        calls.append(1)
+        raise KeyError("bug")
+
+    with pytest.raises(KeyError):
+        call_with_retries(action, RetryPolicy(3, 0), sleep=lambda s: None)
+    assert len(calls) == 1
+
+
+def test_running_average_is_exact_to_the_cent():
+    average = RunningAverage()
+    assert average.avg == Decimal("0.00")
+    for price in ["294.48", "995.01"]:
+        average.add(Decimal(price))
+    assert average.total_price == Decimal("1289.49")
+    assert average.avg == Decimal("644.75")  # 644.745 rounds half up
+    assert str(average) == "Running Average: $644.75 (Total: $1289.49, Count: 2)"
+
+
+def test_float_would_drift_but_decimal_does_not():
+    average = RunningAverage()
+    for _ in range(1000):
+        average.add(Decimal("0.10"))
+    assert average.total_price == Decimal("100.00")
+    assert sum([0.10] * 1000) != 100.0
+
+
+def test_commit_position_waits_for_unacknowledged_dlq_copies():
+    tracker, key = OffsetTracker(), ("orders", 0)
+    assert tracker.commit_position(key) is None
+    tracker.seen(key, 0)
+    assert tracker.commit_position(key) == 1
+    tracker.seen(key, 1)
+    tracker.hold(key, 1)  # offset 1 is on its way to the DLQ
+    tracker.seen(key, 2)
+    tracker.seen(key, 3)
+    tracker.hold(key, 3)
+    assert tracker.commit_position(key) == 1
+    tracker.release(key, 3)
+    assert tracker.commit_position(key) == 1
+    tracker.release(key, 1)
+    assert tracker.commit_position(key) == 4
+
+
+def test_revoked_partitions_are_forgotten():
+    tracker = OffsetTracker()
+    tracker.seen(("orders", 0), 5)
+    tracker.seen(("orders", 1), 9)
+    tracker.forget([("orders", 0)])
+    tracker.release(("orders", 0), 5)  # a late acknowledgement is harmless
+    assert tracker.commit_position(("orders", 0)) is None
+    assert tracker.commit_position(("orders", 1)) == 10

@@ -1,0 +1,119 @@
+"""The wire format: single-object encoding round trip, and every way a value can fail to be an order."""
+
+import json
+from decimal import Decimal
+
+import pytest
+
+from kafka_project.order_codec import (
+    SCHEMA_PATH,
+    InvalidOrderError,
+    Order,
+    OrderCodec,
+    SchemaFileError,
+    UnknownSchemaError,
+    schema_fingerprint,
+)
+from kafka_project.producer.producer import random_orders
+
+codec = OrderCodec()
+ORDER = Order("ORD-0001", "Headphones", Decimal("294.48"))
+
+
+def crc64_avro(data: bytes) -> int:
+    """The reference algorithm from the Avro specification ("Schema Fingerprints")."""
+    empty = 0xC15D213AA4D7A795
+    table = []
+    for i in range(256):
+        fp = i
+        for _ in range(8):
+            fp = (fp >> 1) ^ (empty & -(fp & 1))
+        table.append(fp)
+    fp = empty
+    for byte in data:
+        fp = (fp >> 8) ^ table[(fp ^ byte) & 0xFF]
+    return fp
+
+
+def test_round_trip_keeps_money_exact():
+    assert codec.decode(codec.encode(ORDER)) == ORDER
+    assert str(codec.decode(codec.encode(ORDER)).price) == "294.48"
+
+
+def test_random_orders_round_trip_and_ids_are_unique():
+    orders = [order for order, _ in zip(random_orders(seed=1), range(5000), strict=False)]
+    assert len({order.order_id for order in orders}) == 5000
+    assert all(codec.decode(codec.encode(order)) == order for order in orders)
+
+
+def test_same_seed_same_orders():
+    first = [o for o, _ in zip(random_orders(seed=9), range(20), strict=False)]
+    again = [o for o, _ in zip(random_orders(seed=9), range(20), strict=False)]
+    assert first == again
+
+
+def test_value_is_marker_fingerprint_body():
+    value = codec.encode(ORDER)
+    canonical = (
+        b'{"name":"com.example.orders.Order","type":"record","fields":['
+        b'{"name":"orderId","type":"string"},{"name":"product","type":"string"},'
+        b'{"name":"price","type":"bytes"}]}'
+    )
+    assert value[:2] == b"\xc3\x01"
+    assert value[2:10] == crc64_avro(canonical).to_bytes(8, "little")
+    # Body: zigzag length-prefixed strings, then the decimal's unscaled value 29448 as big-endian bytes.
+    assert value[10:] == b"\x10ORD-0001\x14Headphones\x04\x73\x08"
+
+
+def test_display_matches_the_seed():
+    assert str(ORDER) == "{'orderId': 'ORD-0001', 'product': 'Headphones', 'price': 294.48}"
+
+
+VALID = codec.encode(ORDER)
+OTHER_SCHEMA = b"\xc3\x01" + b"\x00" * 8 + VALID[10:]
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "reason"),
+    [
+        (None, InvalidOrderError, "null value"),
+        (b"", InvalidOrderError, "empty value"),
+        (b"hello world", UnknownSchemaError, "no Avro single-object marker"),
+        (OTHER_SCHEMA, UnknownSchemaError, "fingerprint 0000000000000000"),
+        (VALID[:-3], InvalidOrderError, "malformed Avro body"),
+        (VALID[:10], InvalidOrderError, "malformed Avro body"),
+        (VALID + b"\x00", InvalidOrderError, "1 unexpected bytes"),
+        (VALID.replace(b"Headphones", b"Head\xffphone"), InvalidOrderError, "malformed Avro body"),
+        (codec.encode(Order("ORD-1", "Tablet", Decimal("-5.00"))), InvalidOrderError, "not positive"),
+        (codec.encode(Order("ORD-1", "Tablet", Decimal("0.00"))), InvalidOrderError, "not positive"),
+        (codec.encode(Order("ORD-1", "Tablet", Decimal("99999999.99"))), InvalidOrderError, "above"),
+        (codec.encode(Order(" ", "Tablet", Decimal("1.00"))), InvalidOrderError, "empty orderId"),
+    ],
+)
+def test_poison_values_are_rejected_with_a_reason(value, error, reason):
+    with pytest.raises(error, match=reason):
+        codec.decode(value)
+
+
+def test_fingerprint_ignores_formatting_and_docs(tmp_path):
+    schema = json.loads(SCHEMA_PATH.read_text())
+    schema["doc"] = "another doc"
+    reformatted = tmp_path / "order.avsc"
+    reformatted.write_text(json.dumps(schema, indent=8))
+    assert schema_fingerprint(OrderCodec(reformatted).schema) == codec.header[2:]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (None, "cannot read schema file"),
+        ("{not json", "not valid JSON"),
+        ('{"type": "record", "name": "X", "fields": [{"name": "a", "type": "nope"}]}', "not a valid Avro"),
+    ],
+)
+def test_bad_schema_files_give_one_clear_error(tmp_path, text, message):
+    path = tmp_path / "order.avsc"
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(SchemaFileError, match=message):
+        OrderCodec(path)
