@@ -21,6 +21,15 @@ def env_default(name: str, default: str | None) -> str | None:
     return os.environ.get(name) or default
 
 
+def add_env_flag(
+    parser: argparse.ArgumentParser, flag: str, env: str, default: str, what: str, **options: object
+) -> None:
+    """A flag whose default comes from an environment variable, and whose help says so."""
+    parser.add_argument(
+        flag, default=env_default(env, default), help=f"{what} (env {env}; default %(default)s)", **options
+    )
+
+
 def make_parser(doc: str | None, common_args: bool = True) -> argparse.ArgumentParser:
     """A parser whose --help is the script's docstring, with the shared flags unless told otherwise."""
     summary, _, details = (doc or "").strip().partition("\n")
@@ -34,11 +43,13 @@ def make_parser(doc: str | None, common_args: bool = True) -> argparse.ArgumentP
 
 def add_common_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """--bootstrap-servers and --schema, each backed by an environment variable."""
-    parser.add_argument(
+    add_env_flag(
+        parser,
         "--bootstrap-servers",
+        "KAFKA_BOOTSTRAP_SERVERS",
+        "localhost:9092",
+        "Kafka brokers",
         metavar="HOST:PORT",
-        default=env_default("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092"),
-        help="Kafka brokers (env KAFKA_BOOTSTRAP_SERVERS; default %(default)s)",
     )
     parser.add_argument(
         "--schema",

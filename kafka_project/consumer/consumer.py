@@ -21,7 +21,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from kafka_project.cli import (
     UserError,
-    env_default,
+    add_env_flag,
     fraction,
     make_parser,
     non_negative,
@@ -54,21 +54,9 @@ TOPIC_RECHECK_S = 2.0
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = make_parser(__doc__)
-    parser.add_argument(
-        "--topic",
-        default=env_default("ORDERS_TOPIC", "orders"),
-        help="topic to consume (env ORDERS_TOPIC; default %(default)s)",
-    )
-    parser.add_argument(
-        "--dlq-topic",
-        default=env_default("DLQ_TOPIC", "orders-dlq"),
-        help="dead-letter topic (env DLQ_TOPIC; default %(default)s)",
-    )
-    parser.add_argument(
-        "--group-id",
-        default=env_default("KAFKA_GROUP_ID", "order-consumer"),
-        help="consumer group (env KAFKA_GROUP_ID; default %(default)s)",
-    )
+    add_env_flag(parser, "--topic", "ORDERS_TOPIC", "orders", "topic to consume")
+    add_env_flag(parser, "--dlq-topic", "DLQ_TOPIC", "orders-dlq", "dead-letter topic")
+    add_env_flag(parser, "--group-id", "KAFKA_GROUP_ID", "order-consumer", "consumer group")
     parser.add_argument(
         "--failure-rate",
         type=fraction,

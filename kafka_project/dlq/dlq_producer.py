@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from kafka_project.cli import add_common_args, env_default, make_parser, run
+from kafka_project.cli import add_common_args, add_env_flag, make_parser, run
 from kafka_project.cluster import client_config, produce, read_topic
 from kafka_project.order_codec import OrderCodec, OrderDecodeError
 
@@ -133,11 +133,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     list_command = add_common_args(
         commands.add_parser("list", help="print every DLQ record, decoded, with its headers")
     )
-    list_command.add_argument(
-        "--topic",
-        default=env_default("DLQ_TOPIC", "orders-dlq"),
-        help="DLQ topic (env DLQ_TOPIC; default %(default)s)",
-    )
+    add_env_flag(list_command, "--topic", "DLQ_TOPIC", "orders-dlq", "DLQ topic")
     list_command.add_argument(
         "--timeout",
         type=float,

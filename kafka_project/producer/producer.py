@@ -18,7 +18,7 @@ from itertools import count, islice
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from kafka_project.cli import env_default, make_parser, non_negative, run, stop_on_signals
+from kafka_project.cli import add_env_flag, make_parser, non_negative, run, stop_on_signals
 from kafka_project.cluster import client_config, produce, require_topics
 from kafka_project.order_codec import Order, OrderCodec
 
@@ -29,11 +29,7 @@ FLUSH_TIMEOUT_S = 30.0
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = make_parser(__doc__)
-    parser.add_argument(
-        "--topic",
-        default=env_default("ORDERS_TOPIC", "orders"),
-        help="topic to write to (env ORDERS_TOPIC; default %(default)s)",
-    )
+    add_env_flag(parser, "--topic", "ORDERS_TOPIC", "orders", "topic to write to")
     parser.add_argument(
         "--count",
         type=non_negative(int),

@@ -1,10 +1,13 @@
 """User mistakes give one clear line and a non-zero exit code, never a stack trace."""
 
+import signal
+import subprocess
+import sys
 import time
 
 import pytest
 
-from .conftest import run_script
+from .conftest import REPO, consumer_args, run_script, start_script
 
 
 @pytest.mark.parametrize("script", ["producer", "consumer"])
@@ -59,3 +62,28 @@ def test_every_script_has_help(script):
     result = run_script(script, "--help", timeout=30)
     assert result.returncode == 0
     assert "--bootstrap-servers" in result.stdout or "list" in result.stdout
+
+
+@pytest.mark.parametrize("module", ["producer", "consumer"])
+def test_scripts_also_run_as_modules(module):
+    result = subprocess.run(
+        [sys.executable, "-m", f"kafka_project.{module}.{module}", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=30,
+    )
+    assert result.returncode == 0
+    assert "--bootstrap-servers" in result.stdout
+
+
+def test_sigterm_stops_the_consumer_cleanly_with_a_summary(bootstrap_servers, topics, tmp_path):
+    log = tmp_path / "consumer.log"
+    consumer = start_script("consumer", *consumer_args(topics), stdout_path=log)
+    deadline = time.monotonic() + 30
+    while "Listening for orders" not in log.read_text():
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.1)
+    consumer.send_signal(signal.SIGTERM)
+    assert consumer.wait(30) == 0
+    assert "Summary: processed=0 dlq=0 retries=0 total=0.00 avg=0.00" in log.read_text()
