@@ -63,10 +63,12 @@ def dlq_producer_config(bootstrap_servers: str) -> dict:
 class DeadLetterPublisher:
     """Sends failed records to the DLQ without blocking; `on_acked` runs once the broker has the copy."""
 
-    def __init__(self, producer: Producer, topic: str, group_id: str) -> None:
+    def __init__(self, producer: Producer, topic: str, group_id: str, resend_failed: bool = True) -> None:
         self.producer = producer
         self.topic = topic
         self.group_id = group_id
+        # A transactional producer must not resend: a failed send aborts the whole transaction.
+        self.resend_failed = resend_failed
 
     def send(self, original: Message, error: Exception, attempts: int, on_acked: Callable[[], None]) -> None:
         headers = dlq_headers(original, error, attempts, self.group_id, datetime.now(UTC))
@@ -76,6 +78,8 @@ class DeadLetterPublisher:
         def delivered(err: KafkaError | None, _msg: Message) -> None:
             if err is None:
                 on_acked()
+            elif not self.resend_failed:
+                return
             elif err.retriable() or err.code() == KafkaError._MSG_TIMED_OUT:
                 print(f"DLQ write for {describe(original)} failed ({err.str()}); retrying", file=sys.stderr)
                 self._produce(original, headers, on_acked)

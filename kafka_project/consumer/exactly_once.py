@@ -1,0 +1,178 @@
+"""Exactly-once processing: DLQ copies, aggregate snapshots and consumer offsets in one Kafka transaction.
+
+Per transaction (one consumed batch, at most MAX_TRANSACTION_S long):
+  begin -> DLQ records + one `orders-stats` snapshot per partition touched
+        -> send_offsets_to_transaction(next offsets) -> commit
+Either all of it becomes visible to read_committed readers, or none of it: then the in-memory
+aggregates are rolled back and the partitions rewound, and the same records are processed again.
+On every assignment the partitions' aggregates are restored from their latest committed snapshot.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Callable
+from copy import copy
+from dataclasses import dataclass, field
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from kafka_project.cli import UserError
+from kafka_project.cluster import client_config, produce
+from kafka_project.consumer.aggregate import RunningAverage
+from kafka_project.consumer.offsets import PartitionKey
+from kafka_project.consumer.processor import OrderProcessor, partition_key
+from kafka_project.consumer.state import PartitionState, combined, read_states
+from kafka_project.order_codec import Order
+
+MAX_TRANSACTION_S = 1.0  # bounds the work an abort repeats, far below transaction.timeout.ms
+TRANSACTION_TIMEOUT_S = 30.0
+RESTORE_TIMEOUT_S = 60.0
+
+
+def transactional_producer_config(bootstrap_servers: str, transactional_id: str) -> dict:
+    # A unique transactional.id per process is safe: since KIP-447 zombies are fenced through the
+    # consumer group generation passed to send_offsets_to_transaction.
+    return client_config(bootstrap_servers, **{"transactional.id": transactional_id, "linger.ms": 5})
+
+
+@dataclass
+class Transaction:
+    started_at: float = field(default_factory=time.monotonic)
+    first_offsets: dict[PartitionKey, int] = field(default_factory=dict)  # where to rewind on abort
+    next_offsets: dict[PartitionKey, int] = field(default_factory=dict)  # what to commit
+    saved_aggregates: dict[PartitionKey, RunningAverage] = field(default_factory=dict)
+    saved_retries: int = 0
+    dead_letter_labels: list[str] = field(default_factory=list)
+
+
+def retry_retriable(call: Callable[[], None]) -> None:
+    """Transactional API calls may fail with a retriable error; the documented answer is to call again."""
+    while True:
+        try:
+            call()
+            return
+        except KafkaException as exc:
+            if not exc.args[0].retriable():
+                raise
+
+
+class ExactlyOnceProcessor(OrderProcessor):
+    def __init__(
+        self, *args: object, bootstrap_servers: str, stats_topic: str, group_id: str, **kwargs: object
+    ):
+        super().__init__(*args, **kwargs)
+        self.producer: Producer = self.dlq.producer
+        self.bootstrap_servers = bootstrap_servers
+        self.stats_topic = stats_topic
+        self.group_id = group_id
+        self.aggregates: dict[PartitionKey, RunningAverage] = {}
+        self.txn: Transaction | None = None
+        self.producer.init_transactions(TRANSACTION_TIMEOUT_S)
+
+    # -- processing inside a transaction -----------------------------------------------------
+    def process(self, messages: list[Message], stop: threading.Event) -> None:
+        super().process(messages, stop)
+        if self.txn:
+            self.commit()
+
+    def handle(self, msg: Message) -> None:
+        if self.txn is None:
+            self.producer.begin_transaction()
+            self.txn = Transaction(saved_retries=self.retries)
+        key = partition_key(msg)
+        if key not in self.txn.first_offsets:
+            self.txn.first_offsets[key] = msg.offset()
+            self.txn.saved_aggregates[key] = copy(self.aggregates.setdefault(key, RunningAverage()))
+        super().handle(msg)
+        self.txn.next_offsets[key] = msg.offset() + 1
+        if time.monotonic() - self.txn.started_at > MAX_TRANSACTION_S:
+            self.commit()
+
+    def count(self, msg: Message, order: Order) -> None:
+        self.aggregates[partition_key(msg)].add(order.price)
+
+    def dead_letter(self, msg: Message, error: Exception, attempts: int, label: str) -> None:
+        self.dlq.send(msg, error, attempts, on_acked=lambda: None)  # acknowledged by the commit
+        self.txn.dead_letter_labels.append(label)
+
+    def running_average(self) -> RunningAverage:
+        return combined(list(self.aggregates.values()))
+
+    def commit(self) -> None:
+        txn, self.txn = self.txn, None
+        for (topic, partition), next_offset in txn.next_offsets.items():
+            aggregate = self.aggregates[(topic, partition)]
+            state = PartitionState(
+                self.group_id, topic, partition, aggregate.count, aggregate.total_price, next_offset
+            )
+            produce(self.producer, self.stats_topic, key=state.key, value=state.to_json())
+        offsets = [TopicPartition(t, p, offset) for (t, p), offset in txn.next_offsets.items()]
+        try:
+            retry_retriable(
+                lambda: self.producer.send_offsets_to_transaction(
+                    offsets, self.consumer.consumer_group_metadata(), TRANSACTION_TIMEOUT_S
+                )
+            )
+            retry_retriable(lambda: self.producer.commit_transaction(TRANSACTION_TIMEOUT_S))
+        except KafkaException as exc:
+            if not exc.args[0].txn_requires_abort():
+                raise UserError(f"transaction failed: {exc.args[0].str()}") from exc
+            self.abort(txn, exc.args[0])
+            return
+        self.dead_lettered += len(txn.dead_letter_labels)
+        for label in txn.dead_letter_labels:
+            self.say(f"Moved to DLQ: {label}\n")
+
+    def abort(self, txn: Transaction, reason: KafkaError) -> None:
+        """Undo the transaction's effects in memory and rewind, so its records are processed again."""
+        retry_retriable(lambda: self.producer.abort_transaction(TRANSACTION_TIMEOUT_S))
+        self.retries = txn.saved_retries
+        for key, saved in txn.saved_aggregates.items():
+            self.aggregates[key] = saved
+            try:
+                self.consumer.seek(TopicPartition(key[0], key[1], txn.first_offsets[key]))
+            except KafkaException:
+                self.aggregates.pop(key)  # no longer ours: its new owner restores the committed state
+        print(f"transaction aborted ({reason.str()}); reprocessing from the last commit", file=sys.stderr)
+
+    # -- partitions coming and going ----------------------------------------------------------
+    def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Restore each partition's aggregate from the snapshot committed with its offset."""
+        committed = consumer.committed(partitions, timeout=RESTORE_TIMEOUT_S)
+        deadline = time.monotonic() + RESTORE_TIMEOUT_S
+        while True:
+            states = read_states(self.bootstrap_servers, self.stats_topic, self.group_id)
+            behind = [
+                tp for tp in committed if not snapshot_matches(states.get(partition_key(tp)), tp.offset)
+            ]
+            if not behind:
+                break
+            if time.monotonic() > deadline:
+                raise UserError(
+                    f"{self.stats_topic} has no snapshot matching the committed offset of "
+                    f"{', '.join(f'{tp.topic} [{tp.partition}]' for tp in behind)}"
+                )
+            time.sleep(0.2)  # a transaction may still be completing
+        for tp in committed:
+            state = states.get(partition_key(tp))
+            self.aggregates[partition_key(tp)] = state.aggregate() if state else RunningAverage()
+            if state:
+                self.say(f"Restored {tp.topic} [{tp.partition}]: {state.aggregate()} at offset {tp.offset}\n")
+
+    def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Called from consume(), never mid-transaction: every batch is committed before the next poll.
+        for tp in partitions:
+            self.aggregates.pop(partition_key(tp), None)
+
+    def finish(self) -> None:
+        if self.txn:  # only after an error: nothing of it may become visible
+            self.abort(self.txn, KafkaError(KafkaError._DESTROY, "consumer stopping"))
+
+
+def snapshot_matches(state: PartitionState | None, committed_offset: int) -> bool:
+    if committed_offset < 0:  # nothing committed yet: there must be no snapshot either
+        return state is None
+    return state is not None and state.next_offset == committed_offset

@@ -1,0 +1,163 @@
+"""What the consumer does with each record: decode, process with retries, then count it or dead-letter it.
+
+`OrderProcessor` holds the logic both delivery modes share; `AtLeastOnceProcessor` commits through
+stored offsets. The exactly-once variant lives in exactly_once.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import threading
+from collections.abc import Callable
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from kafka_project.cli import UserError
+from kafka_project.consumer.aggregate import RunningAverage
+from kafka_project.consumer.offsets import OffsetTracker, PartitionKey
+from kafka_project.consumer.retry import PermanentFailure, RetryPolicy, SimulatedFailures, call_with_retries
+from kafka_project.dlq.dlq_producer import DeadLetterPublisher, describe
+from kafka_project.order_codec import Order, OrderCodec, OrderDecodeError
+
+FLUSH_TIMEOUT_S = 30.0
+
+
+def partition_key(msg: Message | TopicPartition) -> PartitionKey:
+    if isinstance(msg, TopicPartition):
+        return msg.topic, msg.partition
+    return msg.topic(), msg.partition()
+
+
+class OrderProcessor:
+    """Decode, retry, count or dead-letter: the part of the consumer both delivery modes share."""
+
+    def __init__(
+        self, consumer: Consumer, dlq: DeadLetterPublisher, codec: OrderCodec, args: argparse.Namespace
+    ) -> None:
+        self.consumer = consumer
+        self.dlq = dlq
+        self.codec = codec
+        self.failures = SimulatedFailures(args.failure_rate, random.Random(args.seed))
+        self.policy = RetryPolicy(args.max_attempts, args.retry_backoff)
+        self.say: Callable[[str], None] = (lambda _line: None) if args.quiet else print
+        self.retries = 0
+        self.dead_lettered = 0
+
+    # -- the per-record logic -------------------------------------------------------------
+    def handle(self, msg: Message) -> None:
+        try:
+            order = self.codec.decode(msg.value())
+        except OrderDecodeError as exc:  # poison: retrying cannot fix bytes
+            self.say(f"Poison record at {describe(msg)}: {exc}")
+            self.dead_letter(msg, exc, attempts=0, label=describe(msg))
+            return
+        self.say(f"Received order: {order}")
+        try:
+            attempts = call_with_retries(self.failures.maybe_fail, self.policy, self.report_failed_attempt)
+        except PermanentFailure as failure:
+            self.retries += failure.attempts - 1
+            self.say("Permanent failure")
+            self.dead_letter(msg, failure.last_error, failure.attempts, label=f"orderId {order.order_id}")
+            return
+        self.retries += attempts - 1
+        self.count(msg, order)
+        self.say(f"✓ Processing successful\n{self.running_average()}\n")
+
+    def report_failed_attempt(self, attempt: int, exc: Exception) -> None:
+        self.say(f"  Attempt {attempt}/{self.policy.max_attempts} failed: {exc}")
+
+    def process(self, messages: list[Message], stop: threading.Event) -> None:
+        for msg in messages:
+            if stop.is_set():
+                return  # the rest are not marked done, so they are redelivered next time
+            if msg.error():
+                if msg.error().fatal():
+                    raise UserError(f"Kafka consumer failed: {msg.error().str()}")
+                print(f"kafka: {msg.error().str()}", file=sys.stderr)
+                continue
+            self.handle(msg)
+            self.dlq.poll()  # cheap when idle; serves delivery reports promptly
+
+    def summary(self) -> str:
+        average = self.running_average()
+        return (
+            f"Summary: processed={average.count} dlq={self.dead_lettered} "
+            f"retries={self.retries} total={average.total_price} avg={average.avg}"
+        )
+
+    # -- what differs between delivery modes ------------------------------------------------
+    def count(self, msg: Message, order: Order) -> None:
+        raise NotImplementedError
+
+    def dead_letter(self, msg: Message, error: Exception, attempts: int, label: str) -> None:
+        raise NotImplementedError
+
+    def running_average(self) -> RunningAverage:
+        raise NotImplementedError
+
+    def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        pass
+
+    def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        pass
+
+    def finish(self) -> None:
+        """Before the consumer closes: nothing done may be left unacknowledged."""
+
+
+class AtLeastOnceProcessor(OrderProcessor):
+    """Offsets are stored when an order is counted or its DLQ copy acknowledged; auto-commit commits them."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.offsets = OffsetTracker()
+        self.aggregate = RunningAverage()
+
+    def handle(self, msg: Message) -> None:
+        self.offsets.seen(partition_key(msg), msg.offset())
+        super().handle(msg)
+
+    def count(self, msg: Message, order: Order) -> None:
+        self.aggregate.add(order.price)
+        self.store_offset(partition_key(msg))
+
+    def running_average(self) -> RunningAverage:
+        return self.aggregate
+
+    def dead_letter(self, msg: Message, error: Exception, attempts: int, label: str) -> None:
+        key, offset = partition_key(msg), msg.offset()
+        self.offsets.hold(key, offset)
+
+        def acked() -> None:
+            self.dead_lettered += 1
+            self.say(f"Moved to DLQ: {label}\n")
+            self.offsets.release(key, offset)
+            self.store_offset(key)
+
+        self.dlq.send(msg, error, attempts, on_acked=acked)
+
+    def store_offset(self, key: PartitionKey) -> None:
+        position = self.offsets.commit_position(key)
+        if position is not None:
+            self.consumer.store_offsets(offsets=[TopicPartition(key[0], key[1], position)])
+
+    def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Before partitions move to another consumer: finish their DLQ writes and commit."""
+        self.dlq.flush(FLUSH_TIMEOUT_S)
+        try:
+            consumer.commit(asynchronous=False)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError._NO_OFFSET:
+                print(f"kafka: commit on revoke failed: {exc.args[0].str()}", file=sys.stderr)
+        self.offsets.forget([partition_key(p) for p in partitions])
+
+    def finish(self) -> None:
+        # DLQ copies acknowledged first (they store their offsets); close() then commits them.
+        unacked = self.dlq.flush(FLUSH_TIMEOUT_S)
+        if unacked:
+            print(
+                f"warning: {unacked} DLQ copies unacknowledged; their offsets stay uncommitted",
+                file=sys.stderr,
+            )

@@ -1,0 +1,62 @@
+"""Show the exactly-once aggregate kept in orders-stats: each partition, and the global average.
+
+The global average is the sum of the partitions' totals over the sum of their counts, as committed
+by consumers running with --exactly-once (read with isolation.level=read_committed).
+
+Examples:
+  python kafka_project/consumer/stats.py
+  python kafka_project/consumer/stats.py --group-id order-consumer --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from kafka_project.cli import add_env_flag, make_parser, run
+from kafka_project.consumer.state import combined, read_states
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = make_parser(__doc__)
+    add_env_flag(parser, "--stats-topic", "STATS_TOPIC", "orders-stats", "compacted topic of snapshots")
+    add_env_flag(parser, "--group-id", "KAFKA_GROUP_ID", "order-consumer", "consumer group")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    return parser.parse_args(argv)
+
+
+def main(args: argparse.Namespace) -> int:
+    states = sorted(
+        read_states(args.bootstrap_servers, args.stats_topic, args.group_id).values(),
+        key=lambda s: (s.topic, s.partition),
+    )
+    total = combined([state.aggregate() for state in states])
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "group": args.group_id,
+                    "count": total.count,
+                    "total": str(total.total_price),
+                    "avg": str(total.avg),
+                    "partitions": [json.loads(state.to_json()) for state in states],
+                }
+            )
+        )
+        return 0
+    for state in states:
+        aggregate = state.aggregate()
+        print(
+            f"{state.topic} [{state.partition}]  count={aggregate.count}  total={aggregate.total_price}  "
+            f"avg={aggregate.avg}  next_offset={state.next_offset}"
+        )
+    print(f"Global: count={total.count} total={total.total_price} avg={total.avg}")
+    return 0
+
+
+def cli() -> None:
+    run(lambda: main(parse_args()))
+
+
+if __name__ == "__main__":
+    cli()
