@@ -118,3 +118,24 @@ def produce(producer: Producer, topic: str, **record: object) -> None:
             return
         except BufferError:
             producer.poll(0.1)  # serving delivery reports frees queue space
+
+
+def partitions_with_open_transactions(bootstrap_servers: str, topic: str) -> list[int]:
+    """Partitions whose last stable offset is behind their end: a transaction there is still open,
+    and read_committed readers see nothing past it until it commits or the broker aborts it."""
+    ends = {}
+    for isolation in ("read_committed", "read_uncommitted"):
+        consumer = Consumer(
+            client_config(bootstrap_servers, **{"group.id": "watermarks", "isolation.level": isolation})
+        )
+        try:
+            partitions = consumer.list_topics(topic, timeout=METADATA_TIMEOUT_S).topics[topic].partitions
+            ends[isolation] = {
+                p: consumer.get_watermark_offsets(
+                    TopicPartition(topic, p), timeout=METADATA_TIMEOUT_S, cached=False
+                )[1]
+                for p in partitions
+            }
+        finally:
+            consumer.close()
+    return [p for p, stable in ends["read_committed"].items() if stable < ends["read_uncommitted"][p]]

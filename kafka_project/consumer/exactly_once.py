@@ -35,7 +35,12 @@ RESTORE_TIMEOUT_S = 60.0
 def transactional_producer_config(bootstrap_servers: str, transactional_id: str) -> dict:
     # A unique transactional.id per process is safe: since KIP-447 zombies are fenced through the
     # consumer group generation passed to send_offsets_to_transaction.
-    return client_config(bootstrap_servers, **{"transactional.id": transactional_id, "linger.ms": 5})
+    # A short transaction.timeout.ms: the open transaction of a crashed consumer holds back every
+    # read_committed reader of the DLQ and stats topics until the broker aborts it.
+    return client_config(
+        bootstrap_servers,
+        **{"transactional.id": transactional_id, "linger.ms": 5, "transaction.timeout.ms": 10000},
+    )
 
 
 @dataclass

@@ -1,0 +1,269 @@
+"""The fault suite's tools: a broker of its own that can be killed, the scripts run as processes, and
+the check that counts produced, processed, dead-lettered, lost and counted-twice orders.
+
+The suite's broker is a second bin/kafka-local instance (ports 19092/12181, data in
+.local-kafka/faults) so killing it never disturbs the broker the other tests use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from kafka_project.cluster import partitions_with_open_transactions, read_topic
+from kafka_project.consumer.state import combined, read_states
+from kafka_project.order_codec import OrderCodec, OrderDecodeError
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPTS = {
+    "producer": REPO / "kafka_project/producer/producer.py",
+    "consumer": REPO / "kafka_project/consumer/consumer.py",
+}
+BROKER_ENV = {
+    "KAFKA_PORT": "19092",
+    "ZOOKEEPER_PORT": "12181",
+    "KAFKA_LOCAL_DIR": str(REPO / ".local-kafka/faults"),
+    "KAFKA_TOPICS": "",
+    "KAFKA_COMPACTED_TOPICS": "",
+}
+BOOTSTRAP = "localhost:19092"
+MODES = ("at-least-once", "exactly-once")
+codec = OrderCodec()
+
+
+class FaultBroker:
+    """bin/kafka-local with the suite's own ports and data directory."""
+
+    def run(self, *command: str) -> None:
+        subprocess.run(
+            [REPO / "bin/kafka-local", *command],
+            env={**os.environ, **BROKER_ENV},
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def start(self) -> None:
+        self.run("start")
+
+    def kill(self, which: str) -> None:
+        self.run("kill", which)
+
+    def stop(self) -> None:
+        self.run("stop")
+
+
+@dataclass
+class Row:
+    """One line of the suite's table."""
+
+    scenario: str
+    mode: str
+    produced: int
+    processed: int | None
+    in_dlq: int | None
+    lost: int
+    counted_twice: int
+    exact: bool
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class Run:
+    """One scenario run: its own topics and group, its processes and their logs."""
+
+    def __init__(self, scenario: str, mode: str, workdir: Path, partitions: int = 1) -> None:
+        self.scenario, self.mode = scenario, mode
+        suffix = uuid.uuid4().hex[:8]
+        self.orders, self.dlq = f"faults-orders-{suffix}", f"faults-dlq-{suffix}"
+        self.stats, self.group = f"faults-stats-{suffix}", f"faults-group-{suffix}"
+        self.workdir = workdir / f"{scenario}-{mode}-{suffix}"
+        self.workdir.mkdir(parents=True)
+        self.consumer_logs: list[Path] = []
+        self.notes: list[str] = []
+        admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
+        topics = [
+            NewTopic(self.orders, partitions, 1),
+            NewTopic(self.dlq, 1, 1),
+            NewTopic(self.stats, 1, 1, config={"cleanup.policy": "compact"}),
+        ]
+        for future in admin.create_topics(topics).values():
+            future.result(30)
+
+    # -- processes ---------------------------------------------------------------------------
+    def _spawn(self, name: str, args: list[str], log: Path) -> subprocess.Popen:
+        with open(log, "w") as out:
+            return subprocess.Popen(
+                [sys.executable, "-u", SCRIPTS[name], "--bootstrap-servers", BOOTSTRAP, *args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=REPO,
+            )
+
+    def start_producer(self, count: int, interval: float = 0, seed: int = 1) -> subprocess.Popen:
+        # Not --quiet: the "Sent order" lines say which orders the producer reported as sent.
+        args = [
+            "--topic",
+            self.orders,
+            "--count",
+            str(count),
+            "--interval",
+            str(interval),
+            "--seed",
+            str(seed),
+        ]
+        return self._spawn("producer", args, self.workdir / f"producer-{seed}.log")
+
+    def produce(self, count: int, seed: int = 1) -> None:
+        assert self.start_producer(count, seed=seed).wait(300) == 0, self.read("producer-*.log")
+
+    def start_consumer(
+        self, *extra: str, failure_rate: float = 0.3, backoff: float = 0.002
+    ) -> subprocess.Popen:
+        args = [
+            "--topic",
+            self.orders,
+            "--dlq-topic",
+            self.dlq,
+            "--stats-topic",
+            self.stats,
+            "--group-id",
+            self.group,
+            "--failure-rate",
+            str(failure_rate),
+            "--retry-backoff",
+            str(backoff),
+            *extra,
+        ]
+        if self.mode == "exactly-once":
+            args.append("--exactly-once")
+        log = self.workdir / f"consumer-{len(self.consumer_logs)}.log"
+        self.consumer_logs.append(log)
+        return self._spawn("consumer", args, log)
+
+    def run_consumer_to_end(self, idle_timeout: float = 8, **kwargs: float) -> None:
+        """A consumer that stays until it has seen nothing new for idle_timeout seconds."""
+        process = self.start_consumer("--idle-timeout", str(idle_timeout), **kwargs)
+        code = process.wait(600)
+        if code != 0:
+            self.notes.append(f"final consumer exited {code}")
+
+    def wait_for_output(self, text: str, count: int = 1, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while self.read("consumer-*.log").count(text) < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"fewer than {count} {text!r} in the consumer logs of {self.workdir}")
+            time.sleep(0.05)
+
+    def read(self, pattern: str) -> str:
+        return "".join(path.read_text(errors="replace") for path in sorted(self.workdir.glob(pattern)))
+
+    @staticmethod
+    def kill(process: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
+        process.send_signal(sig)
+        process.wait(60)
+
+    # -- the check ---------------------------------------------------------------------------
+    def wait_for_open_transactions(self, timeout: float = 60) -> None:
+        """A killed consumer's transaction stays open until the broker aborts it (transaction.timeout.ms);
+        until then read_committed readers stop short of it."""
+        deadline = time.monotonic() + timeout
+        while any(
+            partitions_with_open_transactions(BOOTSTRAP, t) for t in (self.orders, self.dlq, self.stats)
+        ):
+            if time.monotonic() > deadline:
+                self.notes.append("a transaction stayed open")
+                return
+            time.sleep(0.5)
+
+    def check(self) -> Row:
+        self.wait_for_open_transactions()
+        records = list(read_topic(BOOTSTRAP, self.orders, timeout_s=120))
+        dead = list(read_topic(BOOTSTRAP, self.dlq, timeout_s=120))
+        dead_coords = Counter(
+            (int(h["dlq.original.partition"]), int(h["dlq.original.offset"]))
+            for h in ({k: v.decode() for k, v in msg.headers()} for msg in dead)
+        )
+        orders = {}  # (partition, offset) -> Order, for the records that are valid orders
+        for msg in records:
+            with contextlib.suppress(OrderDecodeError):
+                orders[(msg.partition(), msg.offset())] = codec.decode(msg.value())
+        poison = {(m.partition(), m.offset()) for m in records} - set(orders)
+        duplicates_in_topic = sum(n - 1 for n in Counter(o.order_id for o in orders.values()).values())
+        to_count = {coords: order for coords, order in orders.items() if coords not in dead_coords}
+        dlq_repeats = sum(n - 1 for n in dead_coords.values())
+        lost_poison = len(poison - set(dead_coords))
+        if not self.fully_committed(records):
+            self.notes.append("committed offsets short of the end")
+
+        if self.mode == "exactly-once":
+            states = read_states(BOOTSTRAP, self.stats, self.group)
+            total = combined([state.aggregate() for state in states.values()])
+            expected_total = sum((o.price for o in to_count.values()), Decimal("0.00"))
+            processed = total.count
+            lost = max(0, len(to_count) - total.count) + lost_poison
+            counted_twice = max(0, total.count - len(to_count)) + dlq_repeats + duplicates_in_topic
+            if total.total_price != expected_total:
+                self.notes.append(f"total {total.total_price} != {expected_total}")
+            exact = lost == 0 and counted_twice == 0 and total.total_price == expected_total
+        else:
+            successes = Counter(successful_order_ids(self.read("consumer-*.log")))
+            processed = len(successes)
+            lost = sum(1 for o in to_count.values() if o.order_id not in successes) + lost_poison
+            counted_twice = sum(n - 1 for n in successes.values()) + dlq_repeats + duplicates_in_topic
+            exact = lost == 0
+        exact = exact and not self.notes
+        return Row(
+            self.scenario,
+            self.mode,
+            len(records),
+            processed,
+            len(dead_coords),
+            lost,
+            counted_twice,
+            exact,
+            self.notes,
+        )
+
+    def fully_committed(self, records: list) -> bool:
+        ends: dict[int, int] = {}
+        for msg in records:
+            ends[msg.partition()] = max(ends.get(msg.partition(), 0), msg.offset() + 1)
+        consumer = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": self.group})
+        try:
+            committed = consumer.committed([TopicPartition(self.orders, p) for p in ends], timeout=30)
+        finally:
+            consumer.close()
+        # Under exactly-once the last offset can be a transaction marker, one past the last record.
+        return all(tp.offset >= ends[tp.partition] for tp in committed)
+
+
+def successful_order_ids(output: str) -> list[str]:
+    """orderIds a consumer printed as processed: a `Received order` block that ends in ✓."""
+    done, current = [], None
+    for line in output.splitlines():
+        if match := re.match(r"Received order: \{'orderId': '([^']+)'", line):
+            current = match.group(1)
+        elif line.startswith("✓ Processing successful") and current:
+            done.append(current)
+            current = None
+    return done
+
+
+def sent_order_ids(output: str) -> list[str]:
+    return re.findall(r"^Sent order: \{'orderId': '([^']+)'", output, flags=re.MULTILINE)

@@ -1,0 +1,172 @@
+"""The fault scenarios. Each takes (broker, mode, orders, workdir) and returns a checked Row.
+
+`orders` sets the size: the suite runs a few thousand, the pytest versions a few hundred.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+
+from confluent_kafka import Producer
+
+from kafka_project.cluster import read_topic
+from kafka_project.order_codec import Order
+
+from .harness import BOOTSTRAP, FaultBroker, Row, Run, codec, sent_order_ids
+
+
+def consumer_killed_5_times(broker: FaultBroker, mode: str, orders: int, workdir: Path) -> Row:
+    run = Run("consumer-sigkill-x5", mode, workdir)
+    run.produce(orders)
+    rng = random.Random(5)
+    for _ in range(5):
+        consumer = run.start_consumer(backoff=0.01)
+        # Kill at a random point once this consumer is working: after 1 to 40 more orders.
+        run.wait_for_output(
+            "Received order", run.read("consumer-*.log").count("Received order") + rng.randint(1, 40)
+        )
+        run.kill(consumer)
+    run.run_consumer_to_end()
+    return run.check()
+
+
+def broker_killed(which: str) -> Callable[[FaultBroker, str, int, Path], Row]:
+    def scenario(broker: FaultBroker, mode: str, orders: int, workdir: Path) -> Row:
+        run = Run(f"{which}-sigkill", mode, workdir)
+        consumer = run.start_consumer("--idle-timeout", "20")
+        producer = run.start_producer(orders, interval=0.002)
+        run.wait_for_output("Received order", max(10, orders // 5))
+        broker.kill(which)
+        time.sleep(3)
+        broker.start()
+        if producer.wait(300) != 0:
+            run.notes.append("producer exited non-zero")
+        if consumer.wait(300) != 0:
+            run.notes.append("consumer exited non-zero")
+            run.run_consumer_to_end()  # what a supervisor would do: start it again
+        return run.check()
+
+    return scenario
+
+
+def dlq_write_during_outage(broker: FaultBroker, mode: str, orders: int, workdir: Path) -> Row:
+    """Every order fails for good, and the broker dies while their DLQ copies are being written."""
+    run = Run("dlq-write-broker-down", mode, workdir)
+    run.produce(orders)
+    consumer = run.start_consumer("--idle-timeout", "20", failure_rate=1.0, backoff=0.001)
+    run.wait_for_output("Permanent failure", max(5, orders // 10))
+    broker.kill("kafka")
+    time.sleep(3)
+    broker.start()
+    if consumer.wait(300) != 0:
+        run.notes.append("consumer exited non-zero")
+        run.run_consumer_to_end(failure_rate=1.0)
+    row = run.check()
+    if row.in_dlq != row.produced:
+        row.notes.append(f"{row.produced - row.in_dlq} orders never reached the DLQ")
+        row.exact = False
+    return row
+
+
+def poison_records(broker: FaultBroker, mode: str, orders: int, workdir: Path) -> Row:
+    run = Run("poison-8-kinds", mode, workdir)
+    valid = codec.encode(Order("ORD-P-1", "Tablet", Decimal("10.00")))
+    poison = [
+        b"\x8f" * 40,  # random-looking bytes
+        b"",  # empty value
+        None,  # null value (tombstone)
+        valid[:-3],  # truncated record
+        b"\xc3\x01" + b"\x11" * 8 + valid[10:],  # another schema's fingerprint
+        codec.encode(Order("ORD-P-NEG", "Tablet", Decimal("-1.00"))),  # negative price
+        codec.encode(Order("ORD-P-BIG", "Tablet", Decimal("9999999.00"))),  # absurd price
+        valid.replace(b"Tablet", b"Tab\xfe\xfft"),  # not UTF-8
+    ]
+    producer = Producer({"bootstrap.servers": BOOTSTRAP})
+    run.produce(orders // 2, seed=1)
+    for value in poison:
+        producer.produce(run.orders, value=value)
+    assert producer.flush(30) == 0
+    run.produce(orders - orders // 2, seed=2)
+    run.run_consumer_to_end()
+    row = run.check()
+    headers = [dict(msg.headers()) for msg in read_topic(BOOTSTRAP, run.dlq)]
+    attempts = Counter(
+        h["dlq.attempts"] for h in headers if h["dlq.error.type"] != b"TemporaryProcessingError"
+    )
+    if attempts != Counter({b"0": len(poison)}):
+        row.notes.append(f"poison DLQ records by attempts: {dict(attempts)}")
+        row.exact = False
+    return row
+
+
+def rebalance_during_retries(broker: FaultBroker, mode: str, orders: int, workdir: Path) -> Row:
+    """Six partitions; a second consumer joins while the first is retrying, then leaves."""
+    run = Run("rebalance-during-retries", mode, workdir, partitions=6)
+    run.produce(orders)
+    first = run.start_consumer("--idle-timeout", "15", backoff=0.05)
+    run.wait_for_output("Attempt 1/3 failed", 3)
+    second = run.start_consumer(backoff=0.05)
+    run.wait_for_output("Attempt 1/3 failed", run.read("consumer-*.log").count("Attempt 1/3 failed") + 10)
+    run.kill(second, signal.SIGTERM)  # leaves the group cleanly: a second rebalance
+    if first.wait(600) != 0:
+        run.notes.append("first consumer exited non-zero")
+    return run.check()
+
+
+def scale_out_one_killed(broker: FaultBroker, mode: str, orders: int, workdir: Path) -> Row:
+    """Six partitions, three consumers in one group; one is SIGKILLed mid-stream."""
+    run = Run("scale-out-3-consumers-1-killed", mode, workdir, partitions=6)
+    run.produce(orders)
+    consumers = [run.start_consumer("--idle-timeout", "20", backoff=0.01) for _ in range(3)]
+    run.wait_for_output("Received order", max(10, orders // 4))
+    run.kill(consumers[0])
+    for consumer in consumers[1:]:
+        if consumer.wait(600) != 0:
+            run.notes.append("a surviving consumer exited non-zero")
+    return run.check()
+
+
+def producer_interrupted(broker: FaultBroker, mode: str, orders: int, workdir: Path) -> Row:
+    """SIGINT mid-run: every order the producer reported as sent is in the topic, none twice."""
+    run = Run("producer-sigint", mode, workdir)
+    producer = run.start_producer(orders * 100, interval=0.0005)
+    deadline = time.monotonic() + 60
+    while run.read("producer-*.log").count("Sent order") < orders and time.monotonic() < deadline:
+        time.sleep(0.05)
+    run.kill(producer, signal.SIGINT)
+    sent = sent_order_ids(run.read("producer-*.log"))
+    in_topic = Counter(msg.key().decode() for msg in read_topic(BOOTSTRAP, run.orders))
+    lost = len(set(sent) - set(in_topic))
+    twice = sum(n - 1 for n in in_topic.values())
+    if producer.returncode != 0:
+        run.notes.append(f"producer exited {producer.returncode}")
+    return Row(
+        run.scenario,
+        "-",
+        sum(in_topic.values()),
+        None,
+        None,
+        lost,
+        twice,
+        lost == 0 and twice == 0 and not run.notes and len(sent) >= orders,
+        run.notes,
+    )
+
+
+SCENARIOS: dict[str, Callable[[FaultBroker, str, int, Path], Row]] = {
+    "consumer-sigkill-x5": consumer_killed_5_times,
+    "kafka-sigkill": broker_killed("kafka"),
+    "zookeeper-sigkill": broker_killed("zookeeper"),
+    "dlq-write-broker-down": dlq_write_during_outage,
+    "poison-8-kinds": poison_records,
+    "rebalance-during-retries": rebalance_during_retries,
+    "scale-out-3-consumers-1-killed": scale_out_one_killed,
+    "producer-sigint": producer_interrupted,
+}
+MODE_INDEPENDENT = {"producer-sigint"}
