@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from kafka_project.cli import add_env_flag, make_parser, run
+from kafka_project.cluster import partitions_with_open_transactions
 from kafka_project.consumer.state import combined, read_states
 
 
@@ -31,6 +33,12 @@ def main(args: argparse.Namespace) -> int:
         key=lambda s: (s.topic, s.partition),
     )
     total = combined([state.aggregate() for state in states])
+    if open_partitions := partitions_with_open_transactions(args.bootstrap_servers, args.stats_topic):
+        print(
+            f"warning: a transaction is still open on {args.stats_topic} {open_partitions} (a consumer "
+            "crashed mid-transaction?); these figures may lag until the broker aborts it",
+            file=sys.stderr,
+        )
     if args.json:
         print(
             json.dumps(

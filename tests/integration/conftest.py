@@ -25,6 +25,7 @@ SCRIPTS = {
     "producer": REPO / "kafka_project/producer/producer.py",
     "consumer": REPO / "kafka_project/consumer/consumer.py",
     "dlq": REPO / "kafka_project/dlq/dlq_producer.py",
+    "consumer_stats": REPO / "kafka_project/consumer/stats.py",
 }
 
 
@@ -41,18 +42,24 @@ class Topics:
     orders: str
     dlq: str
     group: str
+    stats: str
 
 
 @pytest.fixture
 def topics(bootstrap_servers: str, request: pytest.FixtureRequest) -> Iterator[Topics]:
     """Fresh orders and DLQ topics (and a group id) for one test, deleted afterwards."""
     suffix = f"{request.node.name[:40]}-{uuid.uuid4().hex[:8]}".replace("[", "-").replace("]", "")
-    names = Topics(f"orders-{suffix}", f"orders-dlq-{suffix}", f"group-{suffix}")
+    names = Topics(f"orders-{suffix}", f"orders-dlq-{suffix}", f"group-{suffix}", f"orders-stats-{suffix}")
     admin = AdminClient({"bootstrap.servers": bootstrap_servers})
-    for future in admin.create_topics([NewTopic(t, 1, 1) for t in (names.orders, names.dlq)]).values():
+    new_topics = [
+        NewTopic(names.orders, 1, 1),
+        NewTopic(names.dlq, 1, 1),
+        NewTopic(names.stats, 1, 1, config={"cleanup.policy": "compact"}),
+    ]
+    for future in admin.create_topics(new_topics).values():
         future.result(30)
     yield names
-    for future in admin.delete_topics([names.orders, names.dlq]).values():
+    for future in admin.delete_topics([names.orders, names.dlq, names.stats]).values():
         future.result(30)
 
 
@@ -100,4 +107,14 @@ def committed_offset(bootstrap_servers: str, group: str, topic: str) -> int:
 
 
 def consumer_args(topics: Topics, *extra: str) -> list[str]:
-    return ["--topic", topics.orders, "--dlq-topic", topics.dlq, "--group-id", topics.group, *extra]
+    return [
+        "--topic",
+        topics.orders,
+        "--dlq-topic",
+        topics.dlq,
+        "--group-id",
+        topics.group,
+        "--stats-topic",
+        topics.stats,
+        *extra,
+    ]
