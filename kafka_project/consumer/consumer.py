@@ -34,10 +34,14 @@ from kafka_project.cli import (
 from kafka_project.cluster import client_config, existing_topics, missing_topic_message
 from kafka_project.consumer.exactly_once import ExactlyOnceProcessor, transactional_producer_config
 from kafka_project.consumer.processor import AtLeastOnceProcessor, OrderProcessor
+from kafka_project.consumer.retry import RetryPolicy
 from kafka_project.dlq.dlq_producer import DeadLetterError, DeadLetterPublisher, dlq_producer_config
 from kafka_project.order_codec import OrderCodec
 
 BATCH_SIZE = 500
+# Between two polls the consumer spends at most about this long retrying, far below
+# max.poll.interval.ms (300 s), so slow retries never cost it its group membership.
+MAX_RETRY_S_PER_POLL = 10.0
 POLL_TIMEOUT_S = 0.5
 TOPIC_RECHECK_S = 2.0
 
@@ -81,7 +85,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="commit DLQ copies, aggregate snapshots and offsets in one transaction",
     )
     add_env_flag(parser, "--stats-topic", "STATS_TOPIC", "orders-stats", "compacted topic of snapshots")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if RetryPolicy(args.max_attempts, args.retry_backoff).worst_case_s() > MAX_RETRY_S_PER_POLL:
+        parser.error(
+            f"--max-attempts {args.max_attempts} with --retry-backoff {args.retry_backoff} waits over "
+            f"{MAX_RETRY_S_PER_POLL:.0f} s per order; retry that slowly from the DLQ instead"
+        )
+    return args
 
 
 def consumer_config(bootstrap_servers: str, group_id: str, exactly_once: bool = False) -> dict:
@@ -124,12 +134,19 @@ def wait_for_topics(consumer: Consumer, args: argparse.Namespace, stop: threadin
     return False
 
 
+def batch_size_for(policy: RetryPolicy) -> int:
+    """As many records per poll as retrying all of them can take MAX_RETRY_S_PER_POLL."""
+    worst_case = policy.worst_case_s()
+    return BATCH_SIZE if worst_case == 0 else max(1, min(BATCH_SIZE, int(MAX_RETRY_S_PER_POLL / worst_case)))
+
+
 def consume_until_stopped(
     consumer: Consumer, processor: OrderProcessor, args: argparse.Namespace, stop: threading.Event
 ) -> None:
     last_active = time.monotonic()
+    batch_size = batch_size_for(processor.policy)
     while not stop.is_set():
-        messages = consumer.consume(num_messages=BATCH_SIZE, timeout=POLL_TIMEOUT_S)
+        messages = consumer.consume(num_messages=batch_size, timeout=POLL_TIMEOUT_S)
         processor.dlq.poll()  # serve DLQ acknowledgements: they release offsets
         if messages or not consumer.assignment():  # still joining the group is not idleness
             last_active = time.monotonic()

@@ -41,6 +41,10 @@ class RetryPolicy:
     def delay_after(self, attempt: int) -> float:
         return self.backoff_s * attempt
 
+    def worst_case_s(self) -> float:
+        """Time one order can spend waiting between its attempts."""
+        return sum(self.delay_after(attempt) for attempt in range(1, self.max_attempts))
+
 
 def call_with_retries(
     action: Callable[[], None],

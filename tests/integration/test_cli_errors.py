@@ -48,6 +48,7 @@ def test_consumer_waits_for_a_missing_topic_then_gives_up_at_idle_timeout(bootst
         (["--max-attempts", "0"], "0 is not a positive whole number"),
         (["--retry-backoff", "-1"], "-1 is negative"),
         (["--schema", "/no/such/order.avsc"], "cannot read schema file /no/such/order.avsc"),
+        (["--max-attempts", "20", "--retry-backoff", "1"], "waits over 10 s per order"),
     ],
 )
 def test_invalid_input_exits_2(args, message):

@@ -6,6 +6,7 @@ from decimal import Decimal
 import pytest
 
 from kafka_project.consumer.aggregate import RunningAverage
+from kafka_project.consumer.consumer import batch_size_for
 from kafka_project.consumer.offsets import OffsetTracker
 from kafka_project.consumer.retry import (
     PermanentFailure,
@@ -118,3 +119,13 @@ def test_revoked_partitions_are_forgotten():
     tracker.release(("orders", 0), 5)  # a late acknowledgement is harmless
     assert tracker.commit_position(("orders", 0)) is None
     assert tracker.commit_position(("orders", 1)) == 10
+
+
+@pytest.mark.parametrize(
+    ("attempts", "backoff", "worst_case", "batch"),
+    [(3, 0.1, 0.3, 33), (3, 0.0, 0.0, 500), (1, 5.0, 0.0, 500), (4, 0.5, 3.0, 3), (5, 1.0, 10.0, 1)],
+)
+def test_records_per_poll_keep_retry_time_between_polls_bounded(attempts, backoff, worst_case, batch):
+    policy = RetryPolicy(attempts, backoff)
+    assert policy.worst_case_s() == pytest.approx(worst_case)
+    assert batch_size_for(policy) == batch
