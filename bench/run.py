@@ -83,24 +83,15 @@ class Bench:
         return time.perf_counter() - started, result.stdout
 
     # -- 1. producer ---------------------------------------------------------------------------
-    def producer_rate(self, topic: str, count: int) -> float:
-        def run(n: int) -> float:
-            command = [
-                sys.executable,
-                PRODUCER,
-                "--bootstrap-servers",
-                self.bootstrap,
-                "--topic",
-                topic,
-                "--count",
-                str(n),
-                "--interval",
-                "0",
-                "--quiet",
-            ]
-            return self.timed(command)[0]
+    def producer_command(self, topic: str, count: int, interval: float = 0) -> list:
+        """The project's producer as a user runs it, quiet."""
+        return [sys.executable, PRODUCER, "--bootstrap-servers", self.bootstrap, "--topic", topic,
+                "--count", str(count), "--interval", str(interval), "--quiet"]  # fmt: skip
 
-        return count / (run(count) - run(0))
+    def producer_rate(self, topic: str, count: int) -> float:
+        with_orders = self.timed(self.producer_command(topic, count))[0]
+        without = self.timed(self.producer_command(topic, 0))[0]
+        return count / (with_orders - without)
 
     def producer_anchor(self, count: int, record_size: int) -> float:
         topic = self.topic("java-producer")
@@ -217,22 +208,7 @@ class Bench:
         worker.start()
         started = time.perf_counter()
         subprocess.run(
-            [
-                sys.executable,
-                PRODUCER,
-                "--bootstrap-servers",
-                self.bootstrap,
-                "--topic",
-                topic,
-                "--count",
-                str(count),
-                "--interval",
-                str(1 / rate),
-                "--quiet",
-            ],
-            check=True,
-            cwd=REPO,
-            capture_output=True,
+            self.producer_command(topic, count, 1 / rate), check=True, cwd=REPO, capture_output=True
         )
         achieved = count / (time.perf_counter() - started)
         stop.wait(60)
@@ -436,24 +412,7 @@ def main() -> int:
 
     million = bench.size(1_000_000)
     big = bench.topic("memory")
-    subprocess.run(
-        [
-            sys.executable,
-            PRODUCER,
-            "--bootstrap-servers",
-            args.bootstrap_servers,
-            "--topic",
-            big,
-            "--count",
-            str(million),
-            "--interval",
-            "0",
-            "--quiet",
-        ],
-        check=True,
-        cwd=REPO,
-        capture_output=True,
-    )
+    subprocess.run(bench.producer_command(big, million), check=True, cwd=REPO, capture_output=True)
     small_checkpoint = bench.size(10_000)
     figures["rss_mb_10k"], figures["rss_mb_1m"] = bench.consumer_rss(big, [small_checkpoint, million])
     rows.append(
