@@ -146,7 +146,11 @@ def consume_until_stopped(
     last_active = time.monotonic()
     batch_size = batch_size_for(processor.policy)
     while not stop.is_set():
-        messages = consumer.consume(num_messages=batch_size, timeout=POLL_TIMEOUT_S)
+        # Wait for one record, then take what is already fetched: batches without waiting for them.
+        first = consumer.poll(POLL_TIMEOUT_S)
+        messages = [] if first is None else [first]
+        if first is not None and batch_size > 1:
+            messages += consumer.consume(num_messages=batch_size - 1, timeout=0)
         processor.dlq.poll()  # serve DLQ acknowledgements: they release offsets
         if messages or not consumer.assignment():  # still joining the group is not idleness
             last_active = time.monotonic()
@@ -194,11 +198,16 @@ def main(args: argparse.Namespace) -> int:
         consumer.subscribe([args.topic], on_assign=processor.on_assign, on_revoke=processor.on_revoke)
         consume_until_stopped(consumer, processor, args, stop)
     except DeadLetterError as exc:
+        processor.finish(clean=False)
         raise UserError(f"{exc}; its offset was not committed, so it is redelivered on restart") from exc
-    finally:
+    except BaseException:
+        processor.finish(clean=False)
+        raise
+    else:
         # Order matters: finish the DLQ writes (or the open transaction) first, then close(),
         # which commits the stored offsets and leaves the group.
-        processor.finish()
+        processor.finish(clean=True)
+    finally:
         print(processor.summary())
         consumer.close()
     return 0

@@ -1,6 +1,6 @@
 """Exactly-once processing: DLQ copies, aggregate snapshots and consumer offsets in one Kafka transaction.
 
-Per transaction (one consumed batch, at most MAX_TRANSACTION_S long):
+Per transaction (the records of about MAX_TRANSACTION_S, or fewer when the topic goes quiet):
   begin -> DLQ records + one `orders-stats` snapshot per partition touched
         -> send_offsets_to_transaction(next offsets) -> commit
 Either all of it becomes visible to read_committed readers, or none of it: then the in-memory
@@ -80,7 +80,8 @@ class ExactlyOnceProcessor(OrderProcessor):
     # -- processing inside a transaction -----------------------------------------------------
     def process(self, messages: list[Message], stop: threading.Event) -> None:
         super().process(messages, stop)
-        if self.txn:
+        # A transaction spans polls while records keep coming; a quiet poll or a stop commits it.
+        if self.txn and (not messages or stop.is_set()):
             self.commit()
 
     def handle(self, msg: Message) -> None:
@@ -168,13 +169,16 @@ class ExactlyOnceProcessor(OrderProcessor):
                 self.say(f"Restored {tp.topic} [{tp.partition}]: {state.aggregate()} at offset {tp.offset}\n")
 
     def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Called from consume(), never mid-transaction: every batch is committed before the next poll.
+        if self.txn:  # commit while the partitions, and the group generation, are still ours
+            self.commit()
         for tp in partitions:
             self.aggregates.pop(partition_key(tp), None)
 
-    def finish(self) -> None:
-        if self.txn:  # only after an error: nothing of it may become visible
-            self.abort(self.txn, KafkaError(KafkaError._DESTROY, "consumer stopping"))
+    def finish(self, clean: bool) -> None:
+        if self.txn and clean:
+            self.commit()
+        elif self.txn:  # after an error nothing of the open transaction may become visible
+            self.abort(self.txn, KafkaError(KafkaError._DESTROY, "consumer stopping after an error"))
 
 
 def snapshot_matches(state: PartitionState | None, committed_offset: int) -> bool:

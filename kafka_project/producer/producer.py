@@ -84,10 +84,9 @@ class DeliveryReport:
             print(f"Message delivered to {msg.topic()} [{msg.partition()}]")
 
 
-def wait_serving_callbacks(producer: Producer, seconds: float, stop: threading.Event) -> None:
+def wait_serving_callbacks(producer: Producer, until: float, stop: threading.Event) -> None:
     """Sleep between orders while delivery reports keep printing as they arrive."""
-    deadline = time.monotonic() + seconds
-    while not stop.is_set() and (left := deadline - time.monotonic()) > 0:
+    while not stop.is_set() and (left := until - time.monotonic()) > 0:
         producer.poll(min(left, 0.1))
 
 
@@ -101,6 +100,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"Starting Kafka Producer...\nSending orders to '{args.topic}' topic\n")
 
     sent = 0
+    next_send = time.monotonic()
     for order in islice(random_orders(args.seed), args.count):
         if stop.is_set():
             break
@@ -112,7 +112,10 @@ def main(args: argparse.Namespace) -> int:
             print(f"Sent order: {order}")
         producer.poll(0)
         if args.interval:
-            wait_serving_callbacks(producer, args.interval, stop)
+            # Keep to a schedule, so --interval 0.001 means 1,000 orders/s however long a send takes
+            # (after a stall it catches up by at most a second's worth of orders).
+            next_send = max(next_send + args.interval, time.monotonic() - 1.0)
+            wait_serving_callbacks(producer, next_send, stop)
 
     undelivered = producer.flush(FLUSH_TIMEOUT_S)
     print(f"Summary: sent={sent} delivered={report.delivered} failed={report.failed + undelivered}")
