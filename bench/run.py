@@ -2,7 +2,8 @@
 
 Needs a running broker (bin/kafka-local start). Each row names its anchor and the ratio to it.
 Throughput of the project's scripts is measured as N / (time for N orders - time for none), so
-Python start-up, group join and the idle timeout cancel out.
+Python start-up, group join and the idle timeout cancel out; every throughput row is the median
+of three runs.
 
 Examples:
   python bench/run.py                   # 200,000 orders, 1M for the memory row (a few minutes)
@@ -23,6 +24,7 @@ import threading
 import time
 import timeit
 import uuid
+from collections.abc import Callable
 from decimal import Decimal
 from itertools import islice
 from pathlib import Path
@@ -88,9 +90,11 @@ class Bench:
         return [sys.executable, PRODUCER, "--bootstrap-servers", self.bootstrap, "--topic", topic,
                 "--count", str(count), "--interval", str(interval), "--quiet"]  # fmt: skip
 
-    def producer_rate(self, topic: str, count: int) -> float:
-        with_orders = self.timed(self.producer_command(topic, count))[0]
-        without = self.timed(self.producer_command(topic, 0))[0]
+    def producer_rate(self, count: int) -> float:
+        """Into a fresh topic each time; the last, with exactly `count` orders, feeds the consumer rows."""
+        self.orders_topic = self.topic("orders")
+        with_orders = self.timed(self.producer_command(self.orders_topic, count))[0]
+        without = self.timed(self.producer_command(self.orders_topic, 0))[0]
         return count / (with_orders - without)
 
     def producer_anchor(self, count: int, record_size: int) -> float:
@@ -300,6 +304,11 @@ class Bench:
         return readings
 
 
+def median_of_3(measure: Callable[[], float]) -> float:
+    """Throughput rows are the median of three runs: a shared 2-core box is noisy."""
+    return statistics.median(measure() for _ in range(3))
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -331,10 +340,10 @@ def main() -> int:
     rows: list[tuple[str, str, str, str]] = []  # what, ours, anchor, ratio
     figures: dict = {"machine": machine(), "orders": orders}
 
-    topic = bench.topic("orders")
-    figures["producer_orders_per_s"] = bench.producer_rate(topic, orders)
+    figures["producer_orders_per_s"] = median_of_3(lambda: bench.producer_rate(orders))
+    topic = bench.orders_topic
     record_size = round(statistics.mean(len(codec.encode(o)) for o in islice(random_orders(1), 1000)))
-    figures["producer_anchor_per_s"] = bench.producer_anchor(orders, record_size)
+    figures["producer_anchor_per_s"] = median_of_3(lambda: bench.producer_anchor(orders, record_size))
     rows.append(
         (
             f"producer, {orders:,} orders of ~{record_size} B (orders/s)",
@@ -344,8 +353,8 @@ def main() -> int:
         )
     )
 
-    figures["consumer_orders_per_s"] = bench.consumer_rate(topic, orders)
-    figures["consumer_anchor_per_s"] = bench.consumer_anchor(topic, orders)
+    figures["consumer_orders_per_s"] = median_of_3(lambda: bench.consumer_rate(topic, orders))
+    figures["consumer_anchor_per_s"] = median_of_3(lambda: bench.consumer_anchor(topic, orders))
     rows.append(
         (
             "consumer, at-least-once (orders/s)",
@@ -355,7 +364,7 @@ def main() -> int:
         )
     )
 
-    eos_rate = bench.consumer_rate(topic, orders, "--exactly-once")
+    eos_rate = median_of_3(lambda: bench.consumer_rate(topic, orders, "--exactly-once"))
     figures["exactly_once_orders_per_s"] = eos_rate
     figures["exactly_once_ratio"] = eos_rate / figures["consumer_orders_per_s"]
     rows.append(
