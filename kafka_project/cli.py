@@ -81,6 +81,13 @@ def non_negative(kind: Callable[[str], int | float]) -> Callable[[str], int | fl
     return parse
 
 
+def positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    return value
+
+
 def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:

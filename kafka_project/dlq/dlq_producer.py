@@ -10,6 +10,8 @@ plus these (UTF-8 strings):
 
 Examples:
   python kafka_project/dlq/dlq_producer.py list
+  python kafka_project/dlq/dlq_producer.py replay --dry-run
+  python kafka_project/dlq/dlq_producer.py replay --error-type TemporaryProcessingError --limit 10 --rate 5
   python kafka_project/dlq/dlq_producer.py list --topic orders-dlq --bootstrap-servers localhost:9092
 """
 
@@ -22,37 +24,15 @@ from datetime import UTC, datetime
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from kafka_project.cli import add_common_args, add_env_flag, make_parser, run
+from kafka_project.cli import add_common_args, add_env_flag, make_parser, positive_float, positive_int, run
 from kafka_project.cluster import client_config, produce, read_topic
+from kafka_project.dlq import replay
+from kafka_project.dlq.headers import Headers, describe, dlq_headers
 from kafka_project.order_codec import OrderCodec, OrderDecodeError
-
-HEADER_PREFIX = "dlq."
-Headers = list[tuple[str, bytes]]
 
 
 class DeadLetterError(Exception):
     """The DLQ refused a record for good; its offset stays uncommitted."""
-
-
-def dlq_headers(
-    original: Message, error: Exception, attempts: int, group_id: str, failed_at: datetime
-) -> Headers:
-    """The original record's headers plus where it came from and why it failed."""
-    _, timestamp_ms = original.timestamp()
-    added = {
-        "original.topic": original.topic(),
-        "original.partition": original.partition(),
-        "original.offset": original.offset(),
-        "original.timestamp": timestamp_ms,
-        "error.type": type(error).__name__,
-        "error.message": str(error),
-        "attempts": attempts,
-        "consumer.group": group_id,
-        "failed.at": failed_at.isoformat(timespec="milliseconds"),
-    }
-    return list(original.headers() or []) + [
-        (HEADER_PREFIX + name, str(value).encode()) for name, value in added.items()
-    ]
 
 
 def dlq_producer_config(bootstrap_servers: str) -> dict:
@@ -103,10 +83,6 @@ class DeadLetterPublisher:
         return self.producer.flush(timeout_s)
 
 
-def describe(msg: Message) -> str:
-    return f"{msg.topic()} [{msg.partition()}] offset {msg.offset()}"
-
-
 def format_dlq_record(msg: Message, codec: OrderCodec) -> str:
     """One DLQ record for people: the decoded order (or why it is not one) and every header."""
     try:
@@ -146,6 +122,42 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="give up reading after this long (default %(default)s)",
     )
     list_command.set_defaults(handler=list_dlq)
+
+    replay_command = add_common_args(
+        commands.add_parser(
+            "replay",
+            help="send DLQ records back to their original topic",
+            description=replay.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+    )
+    add_env_flag(replay_command, "--topic", "DLQ_TOPIC", "orders-dlq", "DLQ topic")
+    add_env_flag(
+        replay_command,
+        "--group-id",
+        "DLQ_REPLAY_GROUP_ID",
+        "orders-dlq-replay",
+        "consumer group that remembers the replay's progress",
+    )
+    replay_command.add_argument("--dry-run", action="store_true", help="print what would be replayed")
+    replay_command.add_argument("--limit", type=positive_int, help="replay at most this many records")
+    replay_command.add_argument("--rate", type=positive_float, metavar="N", help="at most N records a second")
+    replay_command.add_argument(
+        "--error-type",
+        action="append",
+        metavar="TYPE",
+        help="only records whose dlq.error.type is TYPE (repeatable)",
+    )
+    replay_command.add_argument(
+        "--order-id", action="append", metavar="ID", help="only the record(s) of this orderId (repeatable)"
+    )
+    replay_command.add_argument(
+        "--max-replays",
+        type=positive_int,
+        default=3,
+        help="refuse records already replayed this often (default %(default)s)",
+    )
+    replay_command.set_defaults(handler=replay.run_replay)
     return parser.parse_args(argv)
 
 

@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 from confluent_kafka import TIMESTAMP_CREATE_TIME, Message
 
 from kafka_project.consumer.retry import TemporaryProcessingError
-from kafka_project.dlq.dlq_producer import dlq_headers
+from kafka_project.dlq.headers import dlq_headers
 
 
 def test_headers_name_origin_reason_attempts_group_and_time():

@@ -1,0 +1,35 @@
+"""The DLQ's header scheme: where a record came from and why it failed (UTF-8 strings)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from confluent_kafka import Message
+
+HEADER_PREFIX = "dlq."
+Headers = list[tuple[str, bytes]]
+
+
+def dlq_headers(
+    original: Message, error: Exception, attempts: int, group_id: str, failed_at: datetime
+) -> Headers:
+    """The original record's headers plus where it came from and why it failed."""
+    _, timestamp_ms = original.timestamp()
+    added = {
+        "original.topic": original.topic(),
+        "original.partition": original.partition(),
+        "original.offset": original.offset(),
+        "original.timestamp": timestamp_ms,
+        "error.type": type(error).__name__,
+        "error.message": str(error),
+        "attempts": attempts,
+        "consumer.group": group_id,
+        "failed.at": failed_at.isoformat(timespec="milliseconds"),
+    }
+    return list(original.headers() or []) + [
+        (HEADER_PREFIX + name, str(value).encode()) for name, value in added.items()
+    ]
+
+
+def describe(msg: Message) -> str:
+    return f"{msg.topic()} [{msg.partition()}] offset {msg.offset()}"

@@ -1,0 +1,145 @@
+"""Replaying DLQ records to the topic they came from, once the cause of their failure is fixed.
+
+Each replayed record keeps its key, value and original headers, drops the `dlq.*` headers of its
+failure and carries `dlq.replay.count` (one more than before). A record already replayed
+--max-replays times is refused rather than sent round the loop again. Progress is committed to the
+replay's own consumer group after the broker acknowledged each replayed record, so running the
+same replay twice never sends a record twice; records a run passes over (filtered out or refused)
+are not revisited by that group either.
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from kafka_project.cli import UserError, stop_on_signals
+from kafka_project.cluster import client_config, produce, require_topics
+from kafka_project.dlq.headers import HEADER_PREFIX, describe
+from kafka_project.producer.producer import producer_config
+
+REPLAY_COUNT_HEADER = f"{HEADER_PREFIX}replay.count"
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: str  # "replay", "skip" or "refuse"
+    reason: str = ""
+    target: str = ""
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+def header(msg: Message, name: str) -> str | None:
+    values = [value for key, value in msg.headers() or [] if key == name]
+    return values[-1].decode(errors="replace") if values and values[-1] is not None else None
+
+
+def decide(msg: Message, args: argparse.Namespace) -> Decision:
+    """What to do with one DLQ record, from its headers and the replay's filters."""
+    if args.error_type and header(msg, f"{HEADER_PREFIX}error.type") not in args.error_type:
+        return Decision("skip", "error type filtered out")
+    order_id = msg.key().decode(errors="replace") if msg.key() else None
+    if args.order_id and order_id not in args.order_id:
+        return Decision("skip", "orderId filtered out")
+    target = header(msg, f"{HEADER_PREFIX}original.topic")
+    if not target:
+        return Decision("refuse", f"no {HEADER_PREFIX}original.topic header")
+    replays = int(header(msg, REPLAY_COUNT_HEADER) or 0)
+    if replays >= args.max_replays:
+        return Decision("refuse", f"replayed {replays} times already (--max-replays {args.max_replays})")
+    kept = tuple((k, v) for k, v in msg.headers() or [] if not k.startswith(HEADER_PREFIX))
+    return Decision(
+        "replay", target=target, headers=(*kept, (REPLAY_COUNT_HEADER, str(replays + 1).encode()))
+    )
+
+
+def dlq_records(consumer: Consumer, topic: str, stop: threading.Event) -> Iterator[Message]:
+    """The group's unconsumed DLQ records, up to the end of every partition as it is now."""
+    assigned: set[int] = set()
+    finished: set[int] = set()
+    consumer.subscribe([topic], on_assign=lambda _c, parts: assigned.update(p.partition for p in parts))
+    while not stop.is_set() and (not assigned or finished < assigned):
+        msg = consumer.poll(0.5)
+        if msg is None:
+            continue
+        if msg.error():
+            if msg.error().code() == KafkaError._PARTITION_EOF:
+                finished.add(msg.partition())
+                continue
+            raise UserError(f"reading {topic} failed: {msg.error().str()}")
+        yield msg
+
+
+def replay(args: argparse.Namespace, stop: threading.Event) -> dict[str, int]:
+    consumer = Consumer(
+        client_config(
+            args.bootstrap_servers,
+            **{
+                "group.id": args.group_id,
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+                "isolation.level": "read_committed",
+            },
+        )
+    )
+    producer = Producer(producer_config(args.bootstrap_servers))
+    tally = {"replayed": 0, "refused": 0, "skipped": 0}
+    try:
+        require_topics(consumer, args.bootstrap_servers, [args.topic])
+        for msg in dlq_records(consumer, args.topic, stop):
+            decision = decide(msg, args)
+            label = f"{describe(msg)} (orderId {msg.key().decode(errors='replace') if msg.key() else '-'})"
+            if decision.action == "replay":
+                print(f"{'Would replay' if args.dry_run else 'Replayed'} {label} to {decision.target}")
+                if not args.dry_run:
+                    send(producer, msg, decision)
+                tally["replayed"] += 1
+            else:
+                print(f"{'Skipped' if decision.action == 'skip' else 'Refused'} {label}: {decision.reason}")
+                tally["skipped" if decision.action == "skip" else "refused"] += 1
+            if not args.dry_run:
+                consumer.commit(
+                    offsets=[TopicPartition(msg.topic(), msg.partition(), msg.offset() + 1)],
+                    asynchronous=False,
+                )
+            if args.limit and tally["replayed"] >= args.limit:
+                break
+            if decision.action == "replay" and args.rate:
+                stop.wait(1 / args.rate)
+    finally:
+        consumer.close()
+    return tally
+
+
+def send(producer: Producer, msg: Message, decision: Decision) -> None:
+    """Produce and wait for the broker's acknowledgement: only then may the DLQ offset be committed."""
+    failures: list[KafkaError] = []
+    produce(
+        producer,
+        decision.target,
+        key=msg.key(),
+        value=msg.value(),
+        headers=list(decision.headers),
+        on_delivery=lambda err, _m: failures.append(err) if err else None,
+    )
+    if producer.flush(30) or failures:
+        reason = failures[0].str() if failures else "no acknowledgement within 30 s"
+        raise UserError(
+            f"replaying {describe(msg)} to {decision.target} failed: {reason}; nothing was committed"
+        )
+
+
+def run_replay(args: argparse.Namespace) -> int:
+    try:
+        tally = replay(args, stop_on_signals())
+    except KafkaException as exc:
+        raise UserError(f"replay failed: {exc.args[0].str()}") from exc
+    if args.dry_run:
+        print("Dry run: nothing was sent or committed.")
+    print("Summary: " + " ".join(f"{name}={count}" for name, count in tally.items()))
+    return 0

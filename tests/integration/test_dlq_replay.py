@@ -1,0 +1,64 @@
+"""dlq_producer.py replay: back to the original topic once, with a replay count, never round and round."""
+
+from .conftest import consumer_args, headers_of, records, run_script, summary
+
+
+def replay(topics, *extra: str):
+    result = run_script(
+        "dlq", "replay", "--topic", topics.dlq, "--group-id", f"{topics.group}-replay", *extra
+    )
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def fail_everything(topics):
+    result = run_script(
+        "consumer",
+        *consumer_args(
+            topics, "--failure-rate", "1", "--max-attempts", "1", "--idle-timeout", "3", "--quiet"
+        ),
+    )
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_replay_sends_each_record_back_once_and_refuses_loops(bootstrap_servers, topics):
+    run_script(
+        "producer", "--topic", topics.orders, "--count", "5", "--interval", "0", "--seed", "8", "--quiet"
+    )
+    fail_everything(topics)
+    originals = records(bootstrap_servers, topics.orders)
+    assert len(records(bootstrap_servers, topics.dlq)) == 5
+
+    dry = replay(topics, "--dry-run")
+    assert dry.stdout.count("Would replay") == 5
+    assert "Dry run: nothing was sent or committed.\nSummary: replayed=5 refused=0 skipped=0" in dry.stdout
+    assert len(records(bootstrap_servers, topics.orders)) == 5  # nothing sent
+
+    assert summary(replay(topics, "--limit", "2"))["replayed"] == "2"
+    assert summary(replay(topics))["replayed"] == "3"  # the rest, not the first two again
+    assert summary(replay(topics))["replayed"] == "0"
+    replayed = records(bootstrap_servers, topics.orders)[5:]
+    assert [m.value() for m in replayed] == [m.value() for m in originals]  # byte for byte, in order
+    assert [m.key() for m in replayed] == [m.key() for m in originals]
+    assert all(headers_of(m) == {"dlq.replay.count": "1"} for m in replayed)
+
+    fail_everything(topics)  # the cause is not fixed: the replayed orders fail again
+    again = records(bootstrap_servers, topics.dlq)[5:]
+    assert len(again) == 5 and all(headers_of(m)["dlq.replay.count"] == "1" for m in again)
+    refused = replay(topics, "--max-replays", "1")
+    assert summary(refused) == {"replayed": "0", "refused": "5", "skipped": "0"}
+    assert "replayed 1 times already" in refused.stdout
+
+
+def test_filters_pass_over_other_records(bootstrap_servers, topics):
+    run_script(
+        "producer", "--topic", topics.orders, "--count", "3", "--interval", "0", "--seed", "9", "--quiet"
+    )
+    fail_everything(topics)
+    first_id = records(bootstrap_servers, topics.dlq)[0].key().decode()
+    by_type = replay(topics, "--error-type", "UnknownSchemaError", "--dry-run")
+    assert summary(by_type)["skipped"] == "3"
+    by_id = replay(topics, "--order-id", first_id)
+    assert summary(by_id) == {"replayed": "1", "refused": "0", "skipped": "2"}
+    assert [m.key().decode() for m in records(bootstrap_servers, topics.orders)[3:]] == [first_id]
