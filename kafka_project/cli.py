@@ -10,11 +10,14 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from kafka_project import cluster
+from kafka_project.errors import UserError
 from kafka_project.order_codec import SCHEMA_PATH, SchemaFileError
 
+__all__ = ["UserError"]
 
-class UserError(Exception):
-    """A mistake the user can fix (bad flag, broker down, missing topic): one line, no traceback."""
+
+DEFAULT_BOOTSTRAP_SERVERS = "localhost:9092"
 
 
 def env_default(name: str, default: str | None) -> str | None:
@@ -42,14 +45,21 @@ def make_parser(doc: str | None, common_args: bool = True) -> argparse.ArgumentP
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """--bootstrap-servers and --schema, each backed by an environment variable."""
-    add_env_flag(
-        parser,
+    """--bootstrap-servers, --config and --schema, each backed by an environment variable."""
+    parser.add_argument(
         "--bootstrap-servers",
-        "KAFKA_BOOTSTRAP_SERVERS",
-        "localhost:9092",
-        "Kafka brokers",
         metavar="HOST:PORT",
+        default=env_default("KAFKA_BOOTSTRAP_SERVERS", None),
+        help="Kafka brokers (env KAFKA_BOOTSTRAP_SERVERS, else bootstrap.servers from --config; "
+        f"default {DEFAULT_BOOTSTRAP_SERVERS})",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=env_default("KAFKA_CONFIG", None),
+        metavar="FILE",
+        help="librdkafka properties (key=value lines, e.g. security.protocol, sasl.username) merged "
+        "into every client's settings (env KAFKA_CONFIG)",
     )
     parser.add_argument(
         "--schema",
@@ -58,6 +68,41 @@ def add_common_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="Avro schema of an order (env ORDER_SCHEMA; default: the packaged order.avsc)",
     )
     return parser
+
+
+def load_properties(path: Path) -> dict[str, str]:
+    """A librdkafka properties file, as Confluent's examples use: key=value lines, # comments."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise UserError(f"cannot read config file {path}: {exc.strerror}") from exc
+    properties = {}
+    for number, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, separator, value = line.partition("=")
+        if not separator or not key.strip():
+            raise UserError(f"{path}:{number}: expected key=value")
+        properties[key.strip()] = value.strip()
+    return properties
+
+
+def parse_with_connection(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse, then settle where to connect: the flag or env var, else the config file, else localhost.
+    The file's other settings go into every client this process creates; they are never printed."""
+    args = parser.parse_args(argv)
+    properties = {}
+    if getattr(args, "config", None):
+        try:
+            properties = load_properties(args.config)
+        except UserError as exc:
+            parser.error(str(exc))
+    file_servers = properties.pop("bootstrap.servers", None)
+    if hasattr(args, "bootstrap_servers"):
+        args.bootstrap_servers = args.bootstrap_servers or file_servers or DEFAULT_BOOTSTRAP_SERVERS
+    cluster.use_client_properties(properties)
+    return args
 
 
 def fraction(text: str) -> float:

@@ -18,7 +18,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from kafka_project.cli import UserError
+from kafka_project.errors import UserError
 
 START_BROKER_HINT = "start one with 'docker compose up -d' or 'bin/kafka-local start'"
 METADATA_TIMEOUT_S = 10.0
@@ -29,23 +29,39 @@ _quiet_librdkafka.addHandler(logging.NullHandler())
 _quiet_librdkafka.propagate = False
 
 
-_last_client_error = ""
+_last_client_error: KafkaError | None = None
+_last_reported_at: dict[int, float] = {}  # error code -> when it was last printed
+REPORT_SAME_ERROR_EVERY_S = 60.0
+_start_up_check = False  # while True, errors are only recorded: the check reports them in one line
+# Settings from --config (security, SASL, ...); set once at start-up by cli.parse_with_connection.
+_client_properties: dict[str, str] = {}
+
+
+def use_client_properties(properties: dict[str, str]) -> None:
+    _client_properties.clear()
+    _client_properties.update(properties)
 
 
 def report_client_error(err: KafkaError) -> None:
-    """error_cb: print each client error once, not once per reconnect attempt."""
+    """error_cb: print each kind of client error at most once a minute, not once per reconnect."""
     global _last_client_error
-    if err.str() != _last_client_error:
-        _last_client_error = err.str()
+    _last_client_error = err
+    now = time.monotonic()
+    if _start_up_check:
+        return
+    if now - _last_reported_at.get(err.code(), -REPORT_SAME_ERROR_EVERY_S) >= REPORT_SAME_ERROR_EVERY_S:
+        _last_reported_at[err.code()] = now
         print(f"kafka: {err.str()}", file=sys.stderr)
 
 
 def client_config(bootstrap_servers: str, **settings: object) -> dict:
-    """Settings every client here shares, plus the caller's own."""
+    """Settings every client here shares, then --config's, then the caller's own: the settings
+    that decide delivery guarantees always win over a properties file."""
     return {
         "bootstrap.servers": bootstrap_servers,
         "error_cb": report_client_error,
         "logger": _quiet_librdkafka,
+        **_client_properties,
         **settings,
     }
 
@@ -55,6 +71,15 @@ def existing_topics(client: Consumer | Producer, bootstrap_servers: str) -> set[
     try:
         metadata = client.list_topics(timeout=METADATA_TIMEOUT_S)
     except KafkaException as exc:
+        global _start_up_check
+        _start_up_check = True
+        client.poll(0)  # error callbacks are served by poll: let an authentication failure arrive
+        _start_up_check = False
+        if _last_client_error is not None and _last_client_error.code() == KafkaError._AUTHENTICATION:
+            raise UserError(
+                f"Kafka at {bootstrap_servers} rejected the credentials ({_last_client_error.str()}); "
+                "check sasl.username and sasl.password in --config"
+            ) from None
         raise UserError(
             f"cannot reach Kafka at {bootstrap_servers} ({exc.args[0].str()}); {START_BROKER_HINT}"
         ) from None

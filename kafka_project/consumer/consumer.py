@@ -27,6 +27,7 @@ from kafka_project.cli import (
     fraction,
     make_parser,
     non_negative,
+    parse_with_connection,
     positive_int,
     run,
     stop_on_signals,
@@ -85,7 +86,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="commit DLQ copies, aggregate snapshots and offsets in one transaction",
     )
     add_env_flag(parser, "--stats-topic", "STATS_TOPIC", "orders-stats", "compacted topic of snapshots")
-    args = parser.parse_args(argv)
+    args = parse_with_connection(parser, argv)
     if RetryPolicy(args.max_attempts, args.retry_backoff).worst_case_s() > MAX_RETRY_S_PER_POLL:
         parser.error(
             f"--max-attempts {args.max_attempts} with --retry-backoff {args.retry_backoff} waits over "

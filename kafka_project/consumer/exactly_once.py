@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from kafka_project.cli import UserError
 from kafka_project.cluster import client_config, produce
 from kafka_project.consumer.aggregate import RunningAverage
 from kafka_project.consumer.offsets import PartitionKey
 from kafka_project.consumer.processor import OrderProcessor, partition_key
 from kafka_project.consumer.state import PartitionState, combined, read_states
+from kafka_project.errors import UserError
 from kafka_project.order_codec import Order
 
 MAX_TRANSACTION_S = 1.0  # bounds the work an abort repeats, far below transaction.timeout.ms

@@ -14,12 +14,12 @@ from collections.abc import Callable
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from kafka_project.cli import UserError
 from kafka_project.consumer.aggregate import RunningAverage
 from kafka_project.consumer.offsets import OffsetTracker, PartitionKey
 from kafka_project.consumer.retry import PermanentFailure, RetryPolicy, SimulatedFailures, call_with_retries
 from kafka_project.dlq.dlq_producer import DeadLetterPublisher
 from kafka_project.dlq.headers import describe
+from kafka_project.errors import UserError
 from kafka_project.order_codec import Order, OrderCodec, OrderDecodeError
 
 FLUSH_TIMEOUT_S = 30.0

@@ -14,7 +14,7 @@ import argparse
 import json
 import sys
 
-from kafka_project.cli import add_env_flag, make_parser, run
+from kafka_project.cli import add_env_flag, make_parser, parse_with_connection, run
 from kafka_project.cluster import partitions_with_open_transactions
 from kafka_project.consumer.state import combined, read_states
 
@@ -24,7 +24,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_env_flag(parser, "--stats-topic", "STATS_TOPIC", "orders-stats", "compacted topic of snapshots")
     add_env_flag(parser, "--group-id", "KAFKA_GROUP_ID", "order-consumer", "consumer group")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    return parser.parse_args(argv)
+    return parse_with_connection(parser, argv)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -24,7 +24,15 @@ from datetime import UTC, datetime
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from kafka_project.cli import add_common_args, add_env_flag, make_parser, positive_float, positive_int, run
+from kafka_project.cli import (
+    add_common_args,
+    add_env_flag,
+    make_parser,
+    parse_with_connection,
+    positive_float,
+    positive_int,
+    run,
+)
 from kafka_project.cluster import client_config, produce, read_topic
 from kafka_project.dlq import replay
 from kafka_project.dlq.headers import Headers, describe, dlq_headers
@@ -158,7 +166,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="refuse records already replayed this often (default %(default)s)",
     )
     replay_command.set_defaults(handler=replay.run_replay)
-    return parser.parse_args(argv)
+    return parse_with_connection(parser, argv)
 
 
 def cli() -> None:

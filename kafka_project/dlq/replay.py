@@ -17,9 +17,10 @@ from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from kafka_project.cli import UserError, stop_on_signals
+from kafka_project.cli import stop_on_signals
 from kafka_project.cluster import client_config, produce, require_topics
 from kafka_project.dlq.headers import HEADER_PREFIX, describe
+from kafka_project.errors import UserError
 from kafka_project.producer.producer import producer_config
 
 REPLAY_COUNT_HEADER = f"{HEADER_PREFIX}replay.count"

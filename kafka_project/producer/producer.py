@@ -18,7 +18,14 @@ from itertools import count, islice
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from kafka_project.cli import add_env_flag, make_parser, non_negative, run, stop_on_signals
+from kafka_project.cli import (
+    add_env_flag,
+    make_parser,
+    non_negative,
+    parse_with_connection,
+    run,
+    stop_on_signals,
+)
 from kafka_project.cluster import client_config, produce, require_topics
 from kafka_project.order_codec import Order, OrderCodec
 
@@ -45,7 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=None, help="make the orders reproducible")
     parser.add_argument("--quiet", action="store_true", help="print only the final summary")
-    return parser.parse_args(argv)
+    return parse_with_connection(parser, argv)
 
 
 def producer_config(bootstrap_servers: str, report_successes: bool = True) -> dict:

@@ -35,6 +35,7 @@ SCRIPTS = {
 BROKER_ENV = {
     "KAFKA_PORT": "19092",
     "ZOOKEEPER_PORT": "12181",
+    "KAFKA_SASL_PORT": "19094",
     "KAFKA_LOCAL_DIR": str(REPO / ".local-kafka/faults"),
     "KAFKA_TOPICS": "",
     "KAFKA_COMPACTED_TOPICS": "",
