@@ -10,6 +10,7 @@ plus these (UTF-8 strings):
 
 Examples:
   python kafka_project/dlq/dlq_producer.py list
+  python kafka_project/dlq/dlq_producer.py list --json
   python kafka_project/dlq/dlq_producer.py replay --dry-run
   python kafka_project/dlq/dlq_producer.py replay --error-type TemporaryProcessingError --limit 10 --rate 5
   python kafka_project/dlq/dlq_producer.py list --topic orders-dlq --bootstrap-servers localhost:9092
@@ -18,6 +19,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -105,13 +107,36 @@ def format_dlq_record(msg: Message, codec: OrderCodec) -> str:
     return f"{describe(msg)}\n  {body}{headers}"
 
 
+def dlq_record_as_json(msg: Message, codec: OrderCodec) -> str:
+    """One DLQ record as one JSON line, for tools: the order (or null and why not) and the headers."""
+    try:
+        order, problem = codec.decode(msg.value()).to_record(), None
+        order["price"] = str(order["price"])  # exact, as a decimal string
+    except OrderDecodeError as exc:
+        order, problem = None, str(exc)
+    return json.dumps(
+        {
+            "topic": msg.topic(),
+            "partition": msg.partition(),
+            "offset": msg.offset(),
+            "key": msg.key().decode(errors="replace") if msg.key() is not None else None,
+            "order": order,
+            "not_an_order": problem,
+            "headers": {
+                k: v.decode(errors="replace") if v is not None else None for k, v in msg.headers() or []
+            },
+        }
+    )
+
+
 def list_dlq(args: argparse.Namespace) -> int:
     codec = OrderCodec(args.schema)
     records = 0
     for msg in read_topic(args.bootstrap_servers, args.topic, timeout_s=args.timeout):
-        print(format_dlq_record(msg, codec), end="\n\n")
+        print(dlq_record_as_json(msg, codec) if args.json else format_dlq_record(msg, codec) + "\n")
         records += 1
-    print(f"{records} record(s) in {args.topic}")
+    if not args.json:
+        print(f"{records} record(s) in {args.topic}")
     return 0
 
 
@@ -129,6 +154,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="SECONDS",
         help="give up reading after this long (default %(default)s)",
     )
+    list_command.add_argument("--json", action="store_true", help="one JSON object per record and line")
     list_command.set_defaults(handler=list_dlq)
 
     replay_command = add_common_args(

@@ -1,5 +1,6 @@
 """Bad input and a killed consumer: nothing is lost, poison is dead-lettered once and never retried."""
 
+import json
 import os
 import re
 import signal
@@ -114,3 +115,25 @@ def test_consumer_killed_mid_stream_loses_nothing(bootstrap_servers, topics, tmp
     dead = {msg.key().decode() for msg in records(bootstrap_servers, topics.dlq)}
     assert all_ids - counted - dead == set(), f"orders lost; consumer logs in {tmp_path}"
     assert committed_offset(bootstrap_servers, topics.group, topics.orders) == 1000
+
+
+def test_dlq_list_json_has_one_line_per_record_with_reason_and_headers(bootstrap_servers, topics):
+    producer = Producer({"bootstrap.servers": bootstrap_servers})
+    producer.produce(topics.orders, key=b"k1", value=b"not avro")
+    producer.produce(topics.orders, key=b"ORD-GOOD-1", value=VALID)
+    assert producer.flush(30) == 0
+    run_script(
+        "consumer",
+        *consumer_args(
+            topics, "--failure-rate", "1", "--max-attempts", "1", "--idle-timeout", "3", "--quiet"
+        ),
+    )
+    listing = run_script("dlq", "list", "--topic", topics.dlq, "--json")
+    lines = [json.loads(line) for line in listing.stdout.splitlines()]
+    assert [line["offset"] for line in lines] == [0, 1]
+    poison, order = lines
+    assert poison["order"] is None and poison["not_an_order"].startswith("unknown schema")
+    assert poison["headers"]["dlq.error.type"] == "UnknownSchemaError"
+    assert order["order"] == {"orderId": "ORD-GOOD-1", "product": "Tablet", "price": "10.00"}
+    assert order["headers"]["dlq.attempts"] == "1"
+    assert order["headers"]["dlq.original.offset"] == "1"
