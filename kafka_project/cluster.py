@@ -32,7 +32,7 @@ _quiet_librdkafka.propagate = False
 _last_client_error: KafkaError | None = None
 _last_reported_at: dict[int, float] = {}  # error code -> when it was last printed
 REPORT_SAME_ERROR_EVERY_S = 60.0
-_start_up_check = False  # while True, errors are only recorded: the check reports them in one line
+_recording_only = False  # while True, client errors are recorded, not printed
 # Settings from --config (security, SASL, ...); set once at start-up by cli.parse_with_connection.
 _client_properties: dict[str, str] = {}
 
@@ -46,9 +46,9 @@ def report_client_error(err: KafkaError) -> None:
     """error_cb: print each kind of client error at most once a minute, not once per reconnect."""
     global _last_client_error
     _last_client_error = err
-    now = time.monotonic()
-    if _start_up_check:
+    if _recording_only:
         return
+    now = time.monotonic()
     if now - _last_reported_at.get(err.code(), -REPORT_SAME_ERROR_EVERY_S) >= REPORT_SAME_ERROR_EVERY_S:
         _last_reported_at[err.code()] = now
         print(f"kafka: {err.str()}", file=sys.stderr)
@@ -66,15 +66,23 @@ def client_config(bootstrap_servers: str, **settings: object) -> dict:
     }
 
 
+def record_pending_errors(client: Consumer | Producer) -> None:
+    """Serve queued error callbacks (poll serves them) without printing, so that a failed
+    start-up check can name the cause, e.g. rejected credentials, in its one line."""
+    global _recording_only
+    _recording_only = True
+    try:
+        client.poll(0)
+    finally:
+        _recording_only = False
+
+
 def existing_topics(client: Consumer | Producer, bootstrap_servers: str) -> set[str]:
     """The cluster's topic names; a broker that does not answer is a one-line UserError."""
     try:
         metadata = client.list_topics(timeout=METADATA_TIMEOUT_S)
     except KafkaException as exc:
-        global _start_up_check
-        _start_up_check = True
-        client.poll(0)  # error callbacks are served by poll: let an authentication failure arrive
-        _start_up_check = False
+        record_pending_errors(client)
         if _last_client_error is not None and _last_client_error.code() == KafkaError._AUTHENTICATION:
             raise UserError(
                 f"Kafka at {bootstrap_servers} rejected the credentials ({_last_client_error.str()}); "

@@ -2,7 +2,6 @@
 
 import json
 import os
-import re
 import signal
 import time
 from decimal import Decimal
@@ -10,6 +9,7 @@ from decimal import Decimal
 from confluent_kafka import Producer
 
 from kafka_project.order_codec import Order, OrderCodec
+from tests.faults.harness import successful_order_ids
 
 from .conftest import (
     committed_offset,
@@ -70,17 +70,6 @@ def test_poison_goes_to_the_dlq_once_without_retries(bootstrap_servers, topics):
     assert committed_offset(bootstrap_servers, topics.group, topics.orders) == len(sent)
 
 
-def successful_order_ids(output: str) -> set[str]:
-    """orderIds the consumer printed as processed: a `Received order` block ending in ✓."""
-    done, current = set(), None
-    for line in output.splitlines():
-        if match := re.match(r"Received order: \{'orderId': '([^']+)'", line):
-            current = match.group(1)
-        elif line.startswith("✓ Processing successful"):
-            done.add(current)
-    return done
-
-
 def wait_for_lines(path, text: str, count: int, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while path.read_text().count(text) < count:
@@ -111,7 +100,7 @@ def test_consumer_killed_mid_stream_loses_nothing(bootstrap_servers, topics, tmp
     second = run_script("consumer", *args, "--idle-timeout", "5")
     (tmp_path / "second.log").write_text(second.stdout + second.stderr)
     assert second.returncode == 0, second.stderr
-    counted = successful_order_ids(first_log.read_text()) | successful_order_ids(second.stdout)
+    counted = set(successful_order_ids(first_log.read_text() + second.stdout))
     dead = {msg.key().decode() for msg in records(bootstrap_servers, topics.dlq)}
     assert all_ids - counted - dead == set(), f"orders lost; consumer logs in {tmp_path}"
     assert committed_offset(bootstrap_servers, topics.group, topics.orders) == 1000
