@@ -75,24 +75,33 @@ class ExactlyOnceProcessor(OrderProcessor):
         self.group_id = group_id
         self.aggregates: dict[PartitionKey, RunningAverage] = {}
         self.txn: Transaction | None = None
+        self.rewound: set[PartitionKey] = set()  # partitions an abort rewound during the current batch
         self.producer.init_transactions(TRANSACTION_TIMEOUT_S)
 
     # -- processing inside a transaction -----------------------------------------------------
     def process(self, messages: list[Message], stop: threading.Event) -> None:
+        self.rewound.clear()
         super().process(messages, stop)
         # A transaction spans polls while records keep coming; a quiet poll or a stop commits it.
         if self.txn and (not messages or stop.is_set()):
             self.commit()
 
     def handle(self, msg: Message) -> None:
+        key = partition_key(msg)
+        if key in self.rewound:
+            return  # an abort in this batch rewound the partition: the record comes again
         if self.txn is None:
             self.producer.begin_transaction()
             self.txn = Transaction(saved_retries=self.retries)
-        key = partition_key(msg)
         if key not in self.txn.first_offsets:
             self.txn.first_offsets[key] = msg.offset()
             self.txn.saved_aggregates[key] = copy(self.aggregates.setdefault(key, RunningAverage()))
-        super().handle(msg)
+        try:
+            super().handle(msg)
+        except KafkaException as exc:  # e.g. produce() refused: the transaction hit an abortable error
+            txn, self.txn = self.txn, None
+            self.abort(txn, exc.args[0])
+            return
         self.txn.next_offsets[key] = msg.offset() + 1
         if time.monotonic() - self.txn.started_at > MAX_TRANSACTION_S:
             self.commit()
@@ -109,14 +118,14 @@ class ExactlyOnceProcessor(OrderProcessor):
 
     def commit(self) -> None:
         txn, self.txn = self.txn, None
-        for (topic, partition), next_offset in txn.next_offsets.items():
-            aggregate = self.aggregates[(topic, partition)]
-            state = PartitionState(
-                self.group_id, topic, partition, aggregate.count, aggregate.total_price, next_offset
-            )
-            produce(self.producer, self.stats_topic, key=state.key, value=state.to_json())
         offsets = [TopicPartition(t, p, offset) for (t, p), offset in txn.next_offsets.items()]
         try:
+            for (topic, partition), next_offset in txn.next_offsets.items():
+                aggregate = self.aggregates[(topic, partition)]
+                state = PartitionState(
+                    self.group_id, topic, partition, aggregate.count, aggregate.total_price, next_offset
+                )
+                produce(self.producer, self.stats_topic, key=state.key, value=state.to_json())
             retry_retriable(
                 lambda: self.producer.send_offsets_to_transaction(
                     offsets, self.consumer.consumer_group_metadata(), TRANSACTION_TIMEOUT_S
@@ -124,8 +133,6 @@ class ExactlyOnceProcessor(OrderProcessor):
             )
             retry_retriable(lambda: self.producer.commit_transaction(TRANSACTION_TIMEOUT_S))
         except KafkaException as exc:
-            if not exc.args[0].txn_requires_abort():
-                raise UserError(f"transaction failed: {exc.args[0].str()}") from exc
             self.abort(txn, exc.args[0])
             return
         self.dead_lettered += len(txn.dead_letter_labels)
@@ -133,9 +140,17 @@ class ExactlyOnceProcessor(OrderProcessor):
             self.say(f"Moved to DLQ: {label}\n")
 
     def abort(self, txn: Transaction, reason: KafkaError) -> None:
-        """Undo the transaction's effects in memory and rewind, so its records are processed again."""
-        retry_retriable(lambda: self.producer.abort_transaction(TRANSACTION_TIMEOUT_S))
+        """Undo the transaction's effects in memory and rewind, so its records are processed again.
+
+        Any error inside a transaction lands here; only one the producer cannot recover from
+        (fenced, fatal) stops the consumer, since aborting is then impossible too.
+        """
+        try:
+            retry_retriable(lambda: self.producer.abort_transaction(TRANSACTION_TIMEOUT_S))
+        except KafkaException as exc:
+            raise UserError(f"transaction failed ({reason.str()}) and could not be aborted: {exc}") from exc
         self.retries = txn.saved_retries
+        self.rewound.update(txn.first_offsets)
         for key, saved in txn.saved_aggregates.items():
             self.aggregates[key] = saved
             try:
