@@ -70,6 +70,20 @@ def add_common_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
+def add_wait_for_topics_flag(
+    parser: argparse.ArgumentParser, default: float | None, default_text: str
+) -> None:
+    env = env_default("WAIT_FOR_TOPICS", None)
+    parser.add_argument(
+        "--wait-for-topics",
+        type=non_negative(float),
+        default=default if env is None else env,  # argparse converts a string default with `type`
+        metavar="SECONDS",
+        help="when a topic is missing, wait this long for it to be created, then exit with an error; "
+        f"0 = exit at once (env WAIT_FOR_TOPICS; default: {default_text})",
+    )
+
+
 def load_properties(path: Path) -> dict[str, str]:
     """A librdkafka properties file, as Confluent's examples use: key=value lines, # comments."""
     try:
@@ -137,6 +151,13 @@ def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text} is not a positive whole number")
+    return value
+
+
+def port_number(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a port number (1-65535)")
     return value
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from kafka_project.errors import UserError
 
 START_BROKER_HINT = "start one with 'docker compose up -d' or 'bin/kafka-local start'"
 METADATA_TIMEOUT_S = 10.0
+TOPIC_RECHECK_S = 2.0
 
 # librdkafka logs every failed connection attempt; our error callback reports them once instead.
 _quiet_librdkafka = logging.getLogger("librdkafka")
@@ -30,6 +32,7 @@ _quiet_librdkafka.propagate = False
 
 
 _last_client_error: KafkaError | None = None
+_client_errors = 0
 _last_reported_at: dict[int, float] = {}  # error code -> when it was last printed
 REPORT_SAME_ERROR_EVERY_S = 60.0
 _recording_only = False  # while True, client errors are recorded, not printed
@@ -44,14 +47,20 @@ def use_client_properties(properties: dict[str, str]) -> None:
 
 def report_client_error(err: KafkaError) -> None:
     """error_cb: print each kind of client error at most once a minute, not once per reconnect."""
-    global _last_client_error
+    global _last_client_error, _client_errors
     _last_client_error = err
+    _client_errors += 1
     if _recording_only:
         return
     now = time.monotonic()
     if now - _last_reported_at.get(err.code(), -REPORT_SAME_ERROR_EVERY_S) >= REPORT_SAME_ERROR_EVERY_S:
         _last_reported_at[err.code()] = now
         print(f"kafka: {err.str()}", file=sys.stderr)
+
+
+def client_error_count() -> int:
+    """How many errors the clients' error callbacks have reported, printed or not."""
+    return _client_errors
 
 
 def client_config(bootstrap_servers: str, **settings: object) -> dict:
@@ -106,6 +115,33 @@ def require_topics(client: Consumer | Producer, bootstrap_servers: str, topics: 
     for topic in topics:
         if topic not in present:
             raise UserError(missing_topic_message(topic, bootstrap_servers))
+
+
+def wait_for_topics(
+    client: Consumer | Producer,
+    bootstrap_servers: str,
+    topics: list[str],
+    wait_s: float | None,
+    stop: threading.Event,
+) -> bool:
+    """Return True once every topic exists. A missing one is waited for (a fresh broker may still be
+    creating it) with one `Waiting:` line, for up to wait_s (None: until stopped; 0: not at all),
+    then it is a UserError. False if a stop was requested while waiting."""
+    deadline = None if wait_s is None else time.monotonic() + wait_s
+    announced = False
+    while not stop.is_set():
+        present = existing_topics(client, bootstrap_servers)
+        missing = [topic for topic in topics if topic not in present]
+        if not missing:
+            return True
+        message = missing_topic_message(missing[0], bootstrap_servers)
+        if deadline is not None and time.monotonic() >= deadline:
+            raise UserError(message)
+        if not announced:
+            print(f"Waiting: {message}", file=sys.stderr)
+            announced = True
+        stop.wait(TOPIC_RECHECK_S if deadline is None else min(TOPIC_RECHECK_S, deadline - time.monotonic()))
+    return False
 
 
 def read_topic(bootstrap_servers: str, topic: str, timeout_s: float = 30.0) -> Iterator[Message]:

@@ -14,28 +14,34 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 
 from confluent_kafka import Consumer, Producer
 
 from kafka_project.cli import (
     UserError,
     add_env_flag,
+    add_wait_for_topics_flag,
+    env_default,
     fraction,
     make_parser,
     non_negative,
     parse_with_connection,
+    port_number,
     positive_int,
     run,
     stop_on_signals,
 )
-from kafka_project.cluster import client_config, existing_topics, missing_topic_message
+from kafka_project.cluster import client_config, wait_for_topics
 from kafka_project.consumer.exactly_once import ExactlyOnceProcessor, transactional_producer_config
+from kafka_project.consumer.live_view import status_display
+from kafka_project.consumer.metrics import serve_metrics
 from kafka_project.consumer.processor import AtLeastOnceProcessor, OrderProcessor
 from kafka_project.consumer.retry import RetryPolicy
+from kafka_project.consumer.status import StatusSampler
 from kafka_project.dlq.dlq_producer import DeadLetterError, DeadLetterPublisher, dlq_producer_config
 from kafka_project.order_codec import OrderCodec
 
@@ -44,7 +50,6 @@ BATCH_SIZE = 500
 # max.poll.interval.ms (300 s), so slow retries never cost it its group membership.
 MAX_RETRY_S_PER_POLL = 10.0
 POLL_TIMEOUT_S = 0.5
-TOPIC_RECHECK_S = 2.0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -86,6 +91,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="commit DLQ copies, aggregate snapshots and offsets in one transaction",
     )
     add_env_flag(parser, "--stats-topic", "STATS_TOPIC", "orders-stats", "compacted topic of snapshots")
+    add_wait_for_topics_flag(parser, None, "until they exist, or --idle-timeout when given")
+    parser.add_argument(
+        "--metrics-port",
+        type=port_number,
+        default=env_default("METRICS_PORT", None),
+        metavar="PORT",
+        help="serve Prometheus metrics on http://0.0.0.0:PORT/metrics (env METRICS_PORT; default: off)",
+    )
     args = parse_with_connection(parser, argv)
     if RetryPolicy(args.max_attempts, args.retry_backoff).worst_case_s() > MAX_RETRY_S_PER_POLL:
         parser.error(
@@ -115,24 +128,12 @@ def consumer_config(bootstrap_servers: str, group_id: str, exactly_once: bool = 
     )
 
 
-def wait_for_topics(consumer: Consumer, args: argparse.Namespace, stop: threading.Event) -> bool:
-    """Wait for the topics to exist (a fresh broker may still be creating them); False if stopped."""
-    started = time.monotonic()
-    announced = False
-    while not stop.is_set():
-        present = existing_topics(consumer, args.bootstrap_servers)
-        needed = [args.topic, args.dlq_topic] + ([args.stats_topic] if args.exactly_once else [])
-        missing = [topic for topic in needed if topic not in present]
-        if not missing:
-            return True
-        message = missing_topic_message(missing[0], args.bootstrap_servers)
-        if args.idle_timeout is not None and time.monotonic() - started > args.idle_timeout:
-            raise UserError(message)
-        if not announced:
-            print(f"Waiting: {message}", file=sys.stderr)
-            announced = True
-        stop.wait(TOPIC_RECHECK_S)
-    return False
+def topics_ready(consumer: Consumer, args: argparse.Namespace, stop: threading.Event) -> bool:
+    """Wait for the topics as --wait-for-topics says (by default until they exist, or until
+    --idle-timeout when that is given); False if stopped meanwhile."""
+    needed = [args.topic, args.dlq_topic] + ([args.stats_topic] if args.exactly_once else [])
+    wait_s = args.idle_timeout if args.wait_for_topics is None else args.wait_for_topics
+    return wait_for_topics(consumer, args.bootstrap_servers, needed, wait_s, stop)
 
 
 def batch_size_for(policy: RetryPolicy) -> int:
@@ -142,11 +143,16 @@ def batch_size_for(policy: RetryPolicy) -> int:
 
 
 def consume_until_stopped(
-    consumer: Consumer, processor: OrderProcessor, args: argparse.Namespace, stop: threading.Event
+    consumer: Consumer,
+    processor: OrderProcessor,
+    args: argparse.Namespace,
+    stop: threading.Event,
+    between_batches: Callable[[], None],
 ) -> None:
     last_active = time.monotonic()
     batch_size = batch_size_for(processor.policy)
     while not stop.is_set():
+        between_batches()
         # Wait for one record, then take what is already fetched: batches without waiting for them.
         first = consumer.poll(POLL_TIMEOUT_S)
         messages = [] if first is None else [first]
@@ -181,23 +187,48 @@ def make_processor(consumer: Consumer, codec: OrderCodec, args: argparse.Namespa
     )
 
 
+class Monitor:
+    """The status a few times a second: shown live (unless --quiet) and served to Prometheus (if asked)."""
+
+    def __init__(self, consumer: Consumer, processor: OrderProcessor, args: argparse.Namespace) -> None:
+        self.sampler = StatusSampler(consumer, processor)
+        self.stop_metrics = (
+            serve_metrics(args.metrics_port, lambda: self.sampler.latest) if args.metrics_port else None
+        )
+        mode = "exactly-once" if args.exactly_once else "at-least-once"
+        self.display = None if args.quiet else status_display(f"{args.topic} → {args.group_id} ({mode})")
+
+    def update(self, force: bool = False) -> None:
+        status = self.sampler.sample(force)
+        if status and self.display:
+            self.display.show(status)
+
+    def close(self) -> None:
+        self.update(force=True)
+        if self.display:
+            self.display.close()
+        if self.stop_metrics:
+            self.stop_metrics()
+
+
 def main(args: argparse.Namespace) -> int:
     codec = OrderCodec(args.schema)
     stop = stop_on_signals()
     consumer = Consumer(consumer_config(args.bootstrap_servers, args.group_id, args.exactly_once))
     try:
-        if not wait_for_topics(consumer, args, stop):
+        if not topics_ready(consumer, args, stop):
             consumer.close()
             return 0
         processor = make_processor(consumer, codec, args)
+        if not args.quiet:
+            print(f"Starting Kafka Consumer...\nListening for orders on '{args.topic}' topic\n")
+        monitor = Monitor(consumer, processor, args)
     except BaseException:
         consumer.close()
         raise
     try:
-        if not args.quiet:
-            print(f"Starting Kafka Consumer...\nListening for orders on '{args.topic}' topic\n")
         consumer.subscribe([args.topic], on_assign=processor.on_assign, on_revoke=processor.on_revoke)
-        consume_until_stopped(consumer, processor, args, stop)
+        consume_until_stopped(consumer, processor, args, stop, monitor.update)
     except DeadLetterError as exc:
         processor.finish(clean=False)
         raise UserError(f"{exc}; its offset was not committed, so it is redelivered on restart") from exc
@@ -209,6 +240,7 @@ def main(args: argparse.Namespace) -> int:
         # which commits the stored offsets and leaves the group.
         processor.finish(clean=True)
     finally:
+        monitor.close()
         print(processor.summary())
         consumer.close()
     return 0

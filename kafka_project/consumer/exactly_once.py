@@ -150,6 +150,7 @@ class ExactlyOnceProcessor(OrderProcessor):
         except KafkaException as exc:
             raise UserError(f"transaction failed ({reason.str()}) and could not be aborted: {exc}") from exc
         self.retries = txn.saved_retries
+        self.errors += 1
         self.rewound.update(txn.first_offsets)
         for key, saved in txn.saved_aggregates.items():
             self.aggregates[key] = saved

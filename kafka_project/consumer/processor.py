@@ -47,6 +47,7 @@ class OrderProcessor:
         self.say: Callable[[str], None] = print if self.verbose else (lambda _line: None)
         self.retries = 0
         self.dead_lettered = 0
+        self.errors = 0  # consume errors and aborted transactions (client errors are counted in cluster)
 
     # -- the per-record logic -------------------------------------------------------------
     def handle(self, msg: Message) -> None:
@@ -80,6 +81,7 @@ class OrderProcessor:
             if msg.error():
                 if msg.error().fatal():
                     raise UserError(f"Kafka consumer failed: {msg.error().str()}")
+                self.errors += 1
                 print(f"kafka: {msg.error().str()}", file=sys.stderr)
                 continue
             self.handle(msg)

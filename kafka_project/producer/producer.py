@@ -20,14 +20,16 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from kafka_project.cli import (
     add_env_flag,
+    add_wait_for_topics_flag,
     make_parser,
     non_negative,
     parse_with_connection,
     run,
     stop_on_signals,
 )
-from kafka_project.cluster import client_config, produce, require_topics
+from kafka_project.cluster import client_config, produce, wait_for_topics
 from kafka_project.order_codec import Order, OrderCodec
+from kafka_project.producer.progress import progress_bar
 
 PRODUCTS = ["Laptop", "Phone", "Tablet", "Headphones", "Monitor", "Keyboard", "Mouse", "Camera"]
 PRICE_CENTS = (500, 150_000)  # $5.00 to $1,500.00
@@ -52,6 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=None, help="make the orders reproducible")
     parser.add_argument("--quiet", action="store_true", help="print only the final summary")
+    add_wait_for_topics_flag(parser, 0.0, "0")
     return parse_with_connection(parser, argv)
 
 
@@ -110,29 +113,32 @@ def main(args: argparse.Namespace) -> int:
     # One delivery callback for the producer, not one handed over with every order.
     config = producer_config(args.bootstrap_servers, report_successes=not args.quiet)
     producer = Producer({**config, "on_delivery": report})
-    require_topics(producer, args.bootstrap_servers, [args.topic])
     stop = stop_on_signals()
+    if not wait_for_topics(producer, args.bootstrap_servers, [args.topic], args.wait_for_topics, stop):
+        return 0
     if not args.quiet:
         print(f"Starting Kafka Producer...\nSending orders to '{args.topic}' topic\n")
 
     sent = 0
     next_send = time.monotonic()
-    for order in islice(random_orders(args.seed), args.count):
-        if stop.is_set():
-            break
-        produce(producer, args.topic, key=order.order_id.encode(), value=codec.encode(order))
-        sent += 1
-        if not args.quiet:
-            print(f"Sent order: {order}")
-        if not args.quiet or sent % 1000 == 0:  # quiet runs only get error reports: poll now and then
-            producer.poll(0)
-        if args.interval:
-            # Keep to a schedule, so --interval 0.001 means 1,000 orders/s however long a send takes
-            # (after a stall it catches up by at most a second's worth of orders).
-            next_send = max(next_send + args.interval, time.monotonic() - 1.0)
-            wait_serving_callbacks(producer, next_send, stop)
-
-    undelivered = producer.flush(FLUSH_TIMEOUT_S)
+    with progress_bar(args.count, args.topic) as progress:
+        for order in islice(random_orders(args.seed), args.count):
+            if stop.is_set():
+                break
+            produce(producer, args.topic, key=order.order_id.encode(), value=codec.encode(order))
+            sent += 1
+            progress(sent)
+            if not args.quiet:
+                print(f"Sent order: {order}")
+            if not args.quiet or sent % 1000 == 0:  # quiet runs only get error reports: poll now and then
+                producer.poll(0)
+            if args.interval:
+                # Keep to a schedule, so --interval 0.001 means 1,000 orders/s however long a send
+                # takes (after a stall it catches up by at most a second's worth of orders).
+                next_send = max(next_send + args.interval, time.monotonic() - 1.0)
+                wait_serving_callbacks(producer, next_send, stop)
+        progress(sent, final=True)
+        undelivered = producer.flush(FLUSH_TIMEOUT_S)
     failed = report.failed + undelivered
     print(f"Summary: sent={sent} delivered={sent - failed} failed={failed}")
     return 1 if report.failed or undelivered else 0

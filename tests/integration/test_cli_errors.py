@@ -4,8 +4,10 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 
 import pytest
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from .conftest import REPO, consumer_args, run_script, start_script
 
@@ -41,9 +43,50 @@ def test_consumer_waits_for_a_missing_topic_then_gives_up_at_idle_timeout(bootst
     assert "Traceback" not in result.stderr
 
 
+def test_wait_for_topics_0_makes_the_consumer_exit_at_once(bootstrap_servers):
+    result = run_script("consumer", "--topic", "no-such-topic", "--wait-for-topics", "0", timeout=30)
+    assert result.returncode == 1
+    assert "Waiting" not in result.stderr
+    assert result.stderr.strip() == (
+        f"error: topic 'no-such-topic' does not exist on {bootstrap_servers}; create it with "
+        f"'bin/kafka-topics --bootstrap-server {bootstrap_servers} --create --topic no-such-topic'"
+    )
+
+
+def test_producer_waits_for_a_topic_created_meanwhile(bootstrap_servers, tmp_path):
+    topic = f"created-later-{uuid.uuid4().hex[:8]}"
+    log = tmp_path / "producer.log"
+    producer = start_script(
+        "producer",
+        "--topic",
+        topic,
+        "--count",
+        "5",
+        "--interval",
+        "0",
+        "--wait-for-topics",
+        "60",
+        stdout_path=log,
+    )
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    try:
+        deadline = time.monotonic() + 30
+        while f"Waiting: topic '{topic}' does not exist" not in log.read_text():
+            assert time.monotonic() < deadline and producer.poll() is None, log.read_text()
+            time.sleep(0.2)
+        admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
+        assert producer.wait(60) == 0, log.read_text()
+        assert "Summary: sent=5 delivered=5 failed=0" in log.read_text()
+    finally:
+        producer.kill()
+        admin.delete_topics([topic])
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
+        (["--metrics-port", "70000"], "70000 is not a port number (1-65535)"),
+        (["--wait-for-topics", "-5"], "-5 is negative"),
         (["--failure-rate", "1.5"], "1.5 is not between 0 and 1"),
         (["--max-attempts", "0"], "0 is not a positive whole number"),
         (["--retry-backoff", "-1"], "-1 is negative"),

@@ -1,0 +1,88 @@
+"""The live view on a real terminal (a pseudo-terminal), and plain lines where there is none."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+from .conftest import SCRIPTS, consumer_args, run_script, summary
+from .terminal import run_in_terminal
+
+HIDE_CURSOR = b"\x1b[?25l"  # rich hides the cursor while it redraws a live display
+PANEL_VALUES = re.compile(
+    r"│\s+(?P<processed>[\d,]+)\s+(?P<retries>[\d,]+)\s+(?P<dlq>[\d,]+)\s+(?P<rate>[\d.,]+)"
+    r"\s+\$(?P<avg>[\d.,]+)\s+(?P<lag>[\d,]+)\s+│"
+)
+
+
+def produce(topic: str, count: int, interval: float = 0) -> None:
+    result = run_script(
+        "producer", "--topic", topic, "--count", str(count), "--interval", str(interval), "--seed", "3"
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_consumer_shows_a_live_status_panel_in_a_terminal(bootstrap_servers, topics):
+    produce(topics.orders, 200)
+    run = run_in_terminal(
+        "consumer", *consumer_args(topics, "--idle-timeout", "3", "--seed", "5", "--retry-backoff", "0")
+    )
+    assert run.exit_status == 0, run.text
+    assert HIDE_CURSOR in run.raw
+    final = summary(run.text)
+    assert int(final["processed"]) + int(final["dlq"]) == 200
+    panel = [m.groupdict() for line in run.screen if (m := PANEL_VALUES.search(line))]
+    assert len(panel) == 1, run.text  # redrawn in place: one panel on the screen, not one per update
+    values = {key: value.replace(",", "") for key, value in panel[0].items()}
+    assert values["processed"] == final["processed"]
+    assert values["retries"] == final["retries"]
+    assert values["dlq"] == final["dlq"]
+    assert values["avg"] == final["avg"]
+    assert values["lag"] == "0"
+    assert any(line.startswith("Running Average: $") for line in run.screen)  # the per-order lines too
+
+
+def test_no_color_gives_plain_status_lines(bootstrap_servers, topics):
+    # Orders trickle in for about 12 s, longer than the 10 s between two plain status lines.
+    trickle = ["--topic", topics.orders, "--count", "240", "--interval", "0.05"]
+    producer = subprocess.Popen([sys.executable, SCRIPTS["producer"], *trickle], stdout=subprocess.DEVNULL)
+    run = run_in_terminal("consumer", *consumer_args(topics, "--idle-timeout", "3"), NO_COLOR="1")
+    assert producer.wait(60) == 0
+    assert run.exit_status == 0
+    assert b"\x1b" not in run.raw
+    output = run.raw.decode()
+    status_lines = [line for line in output.splitlines() if line.startswith("Status: processed=")]
+    assert status_lines, output[-2000:]
+    assert re.fullmatch(
+        r"Status: processed=\d+ retries=\d+ dlq=\d+ errors=0 rate=[\d.]+/s avg=[\d.]+ lag=[\d?]+",
+        status_lines[0].strip(),
+    )
+    final = summary(output)
+    assert int(final["processed"]) + int(final["dlq"]) == 240
+
+
+def test_piped_output_has_no_escape_sequences(bootstrap_servers, topics):
+    produce(topics.orders, 20)
+    result = run_script("consumer", *consumer_args(topics, "--idle-timeout", "3"))
+    assert result.returncode == 0, result.stderr
+    assert "\x1b" not in result.stdout + result.stderr
+    assert "╭" not in result.stdout
+    assert result.stdout.count("Received order: ") == 20
+
+
+def test_producer_shows_a_progress_bar_for_count(bootstrap_servers, topics):
+    run = run_in_terminal(
+        "producer", "--topic", topics.orders, "--count", "300", "--interval", "0.005", "--quiet"
+    )
+    assert run.exit_status == 0, run.text
+    assert HIDE_CURSOR in run.raw
+    bar = [line for line in run.screen if f"Sending to {topics.orders}" in line]
+    assert len(bar) == 1 and "300/300 orders" in bar[0], run.text
+    assert summary(run.text) == {"sent": "300", "delivered": "300", "failed": "0"}
+
+
+def test_piped_producer_shows_no_progress_bar(bootstrap_servers, topics):
+    result = run_script("producer", "--topic", topics.orders, "--count", "5", "--interval", "0")
+    assert result.returncode == 0
+    assert "Sending to" not in result.stdout and "\x1b" not in result.stdout
