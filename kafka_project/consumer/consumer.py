@@ -197,6 +197,8 @@ class Monitor:
         )
         mode = "exactly-once" if args.exactly_once else "at-least-once"
         self.display = None if args.quiet else status_display(f"{args.topic} → {args.group_id} ({mode})")
+        if self.display or self.stop_metrics:
+            processor.after_each_record = self.update
 
     def update(self, force: bool = False) -> None:
         status = self.sampler.sample(force)

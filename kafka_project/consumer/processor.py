@@ -48,6 +48,8 @@ class OrderProcessor:
         self.retries = 0
         self.dead_lettered = 0
         self.errors = 0  # consume errors and aborted transactions (client errors are counted in cluster)
+        # Called after every record, e.g. to refresh the live view in the middle of a slow batch.
+        self.after_each_record: Callable[[], None] = lambda: None
 
     # -- the per-record logic -------------------------------------------------------------
     def handle(self, msg: Message) -> None:
@@ -85,6 +87,7 @@ class OrderProcessor:
                 print(f"kafka: {msg.error().str()}", file=sys.stderr)
                 continue
             self.handle(msg)
+            self.after_each_record()
 
     def summary(self) -> str:
         average = self.running_average()
