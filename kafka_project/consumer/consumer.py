@@ -172,15 +172,18 @@ def make_processor(consumer: Consumer, codec: OrderCodec, args: argparse.Namespa
         return AtLeastOnceProcessor(
             consumer, DeadLetterPublisher(producer, args.dlq_topic, args.group_id), codec, args
         )
-    producer = Producer(
-        transactional_producer_config(args.bootstrap_servers, f"{args.group_id}-{uuid.uuid4()}")
-    )
-    dlq = DeadLetterPublisher(producer, args.dlq_topic, args.group_id, resend_failed=False)
+
+    def new_producer() -> Producer:
+        transactional_id = f"{args.group_id}-{uuid.uuid4()}"
+        return Producer(transactional_producer_config(args.bootstrap_servers, transactional_id))
+
+    dlq = DeadLetterPublisher(new_producer(), args.dlq_topic, args.group_id, resend_failed=False)
     return ExactlyOnceProcessor(
         consumer,
         dlq,
         codec,
         args,
+        new_producer=new_producer,
         bootstrap_servers=args.bootstrap_servers,
         stats_topic=args.stats_topic,
         group_id=args.group_id,

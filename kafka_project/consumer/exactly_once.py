@@ -17,7 +17,15 @@ from collections.abc import Callable
 from copy import copy
 from dataclasses import dataclass, field
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from kafka_project.cluster import client_config, produce
 from kafka_project.consumer.aggregate import RunningAverage
@@ -51,6 +59,7 @@ class Transaction:
     saved_aggregates: dict[PartitionKey, RunningAverage] = field(default_factory=dict)
     saved_retries: int = 0
     dead_letter_labels: list[str] = field(default_factory=list)
+    begun: bool = False  # begin_transaction() succeeded
 
 
 def retry_retriable(call: Callable[[], None]) -> None:
@@ -66,9 +75,16 @@ def retry_retriable(call: Callable[[], None]) -> None:
 
 class ExactlyOnceProcessor(OrderProcessor):
     def __init__(
-        self, *args: object, bootstrap_servers: str, stats_topic: str, group_id: str, **kwargs: object
+        self,
+        *args: object,
+        new_producer: Callable[[], Producer],
+        bootstrap_servers: str,
+        stats_topic: str,
+        group_id: str,
+        **kwargs: object,
     ):
         super().__init__(*args, **kwargs)
+        self.new_producer = new_producer  # a transactional producer with a transactional.id of its own
         self.producer: Producer = self.dlq.producer
         self.bootstrap_servers = bootstrap_servers
         self.stats_topic = stats_topic
@@ -91,12 +107,14 @@ class ExactlyOnceProcessor(OrderProcessor):
         if key in self.rewound:
             return  # an abort in this batch rewound the partition: the record comes again
         if self.txn is None:
-            self.producer.begin_transaction()
             self.txn = Transaction(saved_retries=self.retries)
         if key not in self.txn.first_offsets:
             self.txn.first_offsets[key] = msg.offset()
             self.txn.saved_aggregates[key] = copy(self.aggregates.setdefault(key, RunningAverage()))
         try:
+            if not self.txn.begun:
+                self.producer.begin_transaction()
+                self.txn.begun = True
             super().handle(msg)
         except KafkaException as exc:  # e.g. produce() refused: the transaction hit an abortable error
             txn, self.txn = self.txn, None
@@ -139,18 +157,28 @@ class ExactlyOnceProcessor(OrderProcessor):
         for label in txn.dead_letter_labels:
             self.say(f"Moved to DLQ: {label}\n")
 
-    def abort(self, txn: Transaction, reason: KafkaError) -> None:
+    def abort(self, txn: Transaction, reason: KafkaError, recover: bool = True) -> None:
         """Undo the transaction's effects in memory and rewind, so its records are processed again.
 
-        Any error inside a transaction lands here; only one the producer cannot recover from
-        (fenced, fatal) stops the consumer, since aborting is then impossible too.
+        Any error inside a transaction lands here. A fatal one (the producer was fenced, e.g.
+        because the broker aborted a transaction that outlived transaction.timeout.ms while it was
+        down) cannot be aborted by this producer: then start over with a new one (recover=True).
         """
-        try:
-            retry_retriable(lambda: self.producer.abort_transaction(TRANSACTION_TIMEOUT_S))
-        except KafkaException as exc:
-            raise UserError(f"transaction failed ({reason.str()}) and could not be aborted: {exc}") from exc
         self.retries = txn.saved_retries
         self.errors += 1
+        try:
+            if reason.fatal():
+                raise KafkaException(reason)
+            if txn.begun:
+                retry_retriable(lambda: self.producer.abort_transaction(TRANSACTION_TIMEOUT_S))
+        except KafkaException as exc:
+            if not exc.args[0].fatal():
+                raise UserError(
+                    f"transaction failed ({reason.str()}) and could not be aborted: {exc}"
+                ) from exc
+            if recover:
+                self.restart_producer(exc.args[0])
+            return
         self.rewound.update(txn.first_offsets)
         for key, saved in txn.saved_aggregates.items():
             self.aggregates[key] = saved
@@ -160,10 +188,30 @@ class ExactlyOnceProcessor(OrderProcessor):
                 self.aggregates.pop(key)  # no longer ours: its new owner restores the committed state
         print(f"transaction aborted ({reason.str()}); reprocessing from the last commit", file=sys.stderr)
 
+    def restart_producer(self, error: KafkaError) -> None:
+        """Carry on as a restarted consumer would: a new transactional producer, and every assigned
+        partition back at its committed offset with the snapshot committed with it. Nothing of the
+        lost transaction became visible, so its records are simply processed again."""
+        print(
+            f"transaction lost ({error.str()}); starting again from the last commit with a new producer",
+            file=sys.stderr,
+        )
+        self.producer = self.dlq.producer = self.new_producer()
+        self.producer.init_transactions(TRANSACTION_TIMEOUT_S)
+        self.aggregates.clear()
+        for tp in self.restore(self.consumer.assignment()):
+            start = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING  # nothing committed yet
+            self.consumer.seek(TopicPartition(tp.topic, tp.partition, start))
+            self.rewound.add(partition_key(tp))
+
     # -- partitions coming and going ----------------------------------------------------------
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """Restore each partition's aggregate from the snapshot committed with its offset."""
-        committed = consumer.committed(partitions, timeout=RESTORE_TIMEOUT_S)
+        self.restore(partitions)
+
+    def restore(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
+        """Restore each partition's aggregate from the snapshot committed with its offset;
+        returns the committed offsets."""
+        committed = self.consumer.committed(partitions, timeout=RESTORE_TIMEOUT_S)
         deadline = time.monotonic() + RESTORE_TIMEOUT_S
         while True:
             states = read_states(self.bootstrap_servers, self.stats_topic, self.group_id)
@@ -183,6 +231,7 @@ class ExactlyOnceProcessor(OrderProcessor):
             self.aggregates[partition_key(tp)] = state.aggregate() if state else RunningAverage()
             if state:
                 self.say(f"Restored {tp.topic} [{tp.partition}]: {state.aggregate()} at offset {tp.offset}\n")
+        return committed
 
     def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self.txn:  # commit while the partitions, and the group generation, are still ours
@@ -194,7 +243,8 @@ class ExactlyOnceProcessor(OrderProcessor):
         if self.txn and clean:
             self.commit()
         elif self.txn:  # after an error nothing of the open transaction may become visible
-            self.abort(self.txn, KafkaError(KafkaError._DESTROY, "consumer stopping after an error"))
+            reason = KafkaError(KafkaError._DESTROY, "consumer stopping after an error")
+            self.abort(self.txn, reason, recover=False)
 
 
 def snapshot_matches(state: PartitionState | None, committed_offset: int) -> bool:

@@ -84,7 +84,8 @@ class StatusSampler:
             errors=self.processor.errors + cluster.client_error_count(),
             total_price=average.total_price,
             average=average.avg,
-            orders_per_s=(done - done_then) / (now - since) if now > since else 0.0,
+            # Never negative: an aborted transaction's rollback takes orders back off the count.
+            orders_per_s=max(0.0, (done - done_then) / (now - since)) if now > since else 0.0,
             lag=consumer_lag(self.consumer),
         )
         return self.latest

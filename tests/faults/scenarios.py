@@ -62,7 +62,9 @@ def dlq_write_during_outage(broker: FaultBroker, mode: str, orders: int, workdir
     consumer = run.start_consumer("--idle-timeout", "20", failure_rate=1.0, backoff=0.001)
     run.wait_for_output("Permanent failure", max(5, orders // 10))
     broker.kill("kafka")
-    time.sleep(3)
+    # Longer than transaction.timeout.ms (10 s): in exactly-once mode the restarted broker aborts
+    # the open transaction and fences its producer, which the consumer must survive.
+    time.sleep(12)
     broker.start()
     if consumer.wait(300) != 0:
         run.notes.append("consumer exited non-zero")

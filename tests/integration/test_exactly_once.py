@@ -1,8 +1,15 @@
 """--exactly-once: the aggregate survives a restart, and the stats view shows the exact global figures."""
 
 import json
+import threading
 from decimal import Decimal
 
+from confluent_kafka import Consumer, Producer
+
+from kafka_project.consumer import consumer
+from kafka_project.consumer.exactly_once import ExactlyOnceProcessor, transactional_producer_config
+from kafka_project.consumer.state import read_states
+from kafka_project.dlq.dlq_producer import DeadLetterPublisher
 from kafka_project.order_codec import OrderCodec
 
 from .conftest import consumer_args, headers_of, records, run_script, summary
@@ -49,3 +56,56 @@ def test_aggregate_is_restored_after_a_restart_and_matches_the_orders(bootstrap_
     assert stats["count"] == len(prices)
     assert Decimal(stats["total"]) == expected_total
     assert stats["partitions"][0]["next_offset"] == 500
+
+
+def test_a_fenced_producer_is_replaced_and_nothing_is_counted_twice(bootstrap_servers, topics, capsys):
+    """Another producer taking over the consumer's transactional.id fences it (as the broker does when
+    it aborts a transaction that outlived transaction.timeout.ms); the consumer must carry on."""
+    run_script(
+        "producer", "--topic", topics.orders, "--count", "300", "--interval", "0", "--seed", "5", "--quiet"
+    )
+    flags = ["--exactly-once", "--seed", "3", "--retry-backoff", "0", "--idle-timeout", "3", "--quiet"]
+    args = consumer.parse_args([*consumer_args(topics, *flags), "--bootstrap-servers", bootstrap_servers])
+    transactional_ids = iter(f"{topics.group}-fence-{n}" for n in range(1, 10))
+
+    def new_producer() -> Producer:
+        return Producer(transactional_producer_config(bootstrap_servers, next(transactional_ids)))
+
+    kafka_consumer = Consumer(consumer.consumer_config(bootstrap_servers, topics.group, exactly_once=True))
+    dlq = DeadLetterPublisher(new_producer(), topics.dlq, topics.group, resend_failed=False)
+    processor = ExactlyOnceProcessor(
+        kafka_consumer,
+        dlq,
+        codec,
+        args,
+        new_producer=new_producer,
+        bootstrap_servers=bootstrap_servers,
+        stats_topic=topics.stats,
+        group_id=topics.group,
+    )
+    usurpers = []
+
+    def fence_once_midway() -> None:
+        if not usurpers and processor.running_average().count >= 100:
+            usurper = Producer(
+                {"bootstrap.servers": bootstrap_servers, "transactional.id": f"{topics.group}-fence-1"}
+            )
+            usurper.init_transactions(30)  # bumps the epoch: the consumer's producer is now fenced
+            usurpers.append(usurper)
+
+    kafka_consumer.subscribe([topics.orders], on_assign=processor.on_assign, on_revoke=processor.on_revoke)
+    try:
+        consumer.consume_until_stopped(kafka_consumer, processor, args, threading.Event(), fence_once_midway)
+        processor.finish(clean=True)
+    finally:
+        kafka_consumer.close()
+
+    assert usurpers, "the consumer never got to 100 orders"
+    assert "transaction lost (" in capsys.readouterr().err
+    dead = records(bootstrap_servers, topics.dlq)
+    dead_offsets = {int(headers_of(msg)["dlq.original.offset"]) for msg in dead}
+    assert len(dead_offsets) == len(dead) > 0  # each failed order in the DLQ once
+    expected = [codec.decode(m.value()).price for m in records(bootstrap_servers, topics.orders)]
+    expected = [price for offset, price in enumerate(expected) if offset not in dead_offsets]
+    state = read_states(bootstrap_servers, topics.stats, topics.group)[(topics.orders, 0)]
+    assert (state.count, state.total, state.next_offset) == (len(expected), sum(expected), 300)
