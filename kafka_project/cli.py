@@ -9,6 +9,7 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from kafka_project import cluster
 from kafka_project.errors import UserError
@@ -18,6 +19,7 @@ __all__ = ["UserError"]
 
 
 DEFAULT_BOOTSTRAP_SERVERS = "localhost:9092"
+Number = TypeVar("Number", int, float)
 
 
 def env_default(name: str, default: str | None) -> str | None:
@@ -119,46 +121,32 @@ def parse_with_connection(parser: argparse.ArgumentParser, argv: list[str] | Non
     return args
 
 
-def fraction(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1")
-    return value
+def checked(
+    kind: Callable[[str], Number], is_valid: Callable[[Number], bool], complaint: str
+) -> Callable[[str], Number]:
+    """An argparse type: `kind` of the text, refused with "<text> <complaint>" unless is_valid."""
 
-
-def non_negative(kind: Callable[[str], int | float]) -> Callable[[str], int | float]:
-    def parse(text: str) -> int | float:
+    def parse(text: str) -> Number:
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"{text} is negative")
+        if not is_valid(value):
+            raise argparse.ArgumentTypeError(f"{text} {complaint}")
         return value
 
     parse.__name__ = kind.__name__  # argparse names the type in its error message
     return parse
 
 
-def positive_float(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
-    return value
+def non_negative(kind: Callable[[str], Number]) -> Callable[[str], Number]:
+    return checked(kind, lambda value: value >= 0, "is negative")
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive whole number")
-    return value
-
-
-def port_number(text: str) -> int:
-    value = int(text)
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{text} is not a port number (1-65535)")
-    return value
+fraction = checked(float, lambda value: 0.0 <= value <= 1.0, "is not between 0 and 1")
+positive_float = checked(float, lambda value: value > 0, "is not a positive number")
+positive_int = checked(int, lambda value: value >= 1, "is not a positive whole number")
+port_number = checked(int, lambda value: 1 <= value <= 65535, "is not a port number (1-65535)")
 
 
 def stop_on_signals() -> threading.Event:
