@@ -147,7 +147,7 @@ def consume_until_stopped(
     processor: OrderProcessor,
     args: argparse.Namespace,
     stop: threading.Event,
-    between_batches: Callable[[], None],
+    between_batches: Callable[[], None] = lambda: None,
 ) -> None:
     last_active = time.monotonic()
     batch_size = batch_size_for(processor.policy)

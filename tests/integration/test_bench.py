@@ -1,0 +1,43 @@
+"""bench/run.py --quick runs against the real broker and writes every figure the issue names.
+
+No speed is asserted here (targets live in the benchmark's table); this keeps the script working
+as the product changes under it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from .conftest import REPO
+
+KEYS = (
+    "producer_orders_per_s",
+    "producer_anchor_per_s",
+    "consumer_orders_per_s",
+    "consumer_anchor_per_s",
+    "encode_us",
+    "decode_us",
+    "exactly_once_ratio",
+    "rss_mb_10k",
+    "rss_mb_1m",
+)
+
+
+def test_quick_benchmark_writes_every_figure(bootstrap_servers, tmp_path):
+    command = [sys.executable, "bench/run.py", "--quick", "--bootstrap-servers", bootstrap_servers]
+    result = subprocess.run(
+        [*command, "--json", str(tmp_path / "bench.json")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads((tmp_path / "bench.json").read_text())
+    for key in KEYS:
+        assert figures[key] > 0, key
+    for rate in figures["e2e_ms"].values():
+        assert 0 < rate["p50"] <= rate["p99"] <= rate["max"]
+    assert "ProducerPerformance" in result.stdout and "ConsumerPerformance" in result.stdout
