@@ -25,9 +25,12 @@ class TerminalRun:
         return "\n".join(self.screen)
 
 
-def run_in_terminal(name: str, *args: str, timeout: float = 120, **env: str) -> TerminalRun:
+def run_in_terminal(
+    name: str, *args: str, timeout: float = 120, ctrl_c_when: bytes | None = None, **env: str
+) -> TerminalRun:
     """Run SCRIPTS[name] on a pseudo-terminal until it exits, reading as it writes (a terminal
-    that is not read fills up and blocks the script)."""
+    that is not read fills up and blocks the script). With ctrl_c_when, press Ctrl-C once the
+    output contains those bytes."""
     screen = pyte.Screen(COLUMNS, ROWS)
     stream = pyte.ByteStream(screen)
     # A colour terminal unless the test says otherwise, whatever the environment running the tests.
@@ -37,12 +40,17 @@ def run_in_terminal(name: str, *args: str, timeout: float = 120, **env: str) -> 
         sys.executable, [str(SCRIPTS[name]), *args], cwd=REPO, env=environment, dimensions=(ROWS, COLUMNS)
     )
     raw = bytearray()
-    while True:
-        try:
-            chunk = child.read_nonblocking(65536, timeout=timeout)
-        except pexpect.EOF:
-            break
-        raw += chunk
-        stream.feed(chunk)
-    child.close()
+    try:
+        while True:
+            try:
+                chunk = child.read_nonblocking(65536, timeout=timeout)  # silent that long: TIMEOUT
+            except pexpect.EOF:
+                break
+            raw += chunk
+            stream.feed(chunk)
+            if ctrl_c_when is not None and ctrl_c_when in raw:
+                child.sendintr()
+                ctrl_c_when = None
+    finally:
+        child.close(force=True)  # a script still running after a failure is killed
     return TerminalRun(bytes(raw), [line.rstrip() for line in screen.display], child.exitstatus)

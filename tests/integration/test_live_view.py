@@ -10,6 +10,7 @@ from .conftest import SCRIPTS, consumer_args, run_script, summary
 from .terminal import run_in_terminal
 
 HIDE_CURSOR = b"\x1b[?25l"  # rich hides the cursor while it redraws a live display
+SHOW_CURSOR = b"\x1b[?25h"
 PANEL_VALUES = re.compile(
     r"│\s+(?P<processed>[\d,]+)\s+(?P<retries>[\d,]+)\s+(?P<dlq>[\d,]+)\s+(?P<rate>[\d.,]+)"
     r"\s+\$(?P<avg>[\d.,]+)\s+(?P<lag>[\d,]+)\s+│"
@@ -41,6 +42,18 @@ def test_consumer_shows_a_live_status_panel_in_a_terminal(bootstrap_servers, top
     assert values["avg"] == final["avg"]
     assert values["lag"] == "0"
     assert any(line.startswith("Running Average: $") for line in run.screen)  # the per-order lines too
+
+
+def test_ctrl_c_under_the_live_view_is_clean(bootstrap_servers, topics):
+    produce(topics.orders, 50)
+    run = run_in_terminal(
+        "consumer", *consumer_args(topics, "--failure-rate", "0"), ctrl_c_when=b"Count: 50)"
+    )
+    assert run.exit_status == 0, run.text
+    assert run.raw.rfind(SHOW_CURSOR) > run.raw.rfind(HIDE_CURSOR)  # the terminal is left as it was
+    assert b"Traceback" not in run.raw
+    assert "SIGINT: finishing up" in run.text
+    assert summary(run.text)["processed"] == "50"
 
 
 def test_no_color_gives_plain_status_lines(bootstrap_servers, topics):
