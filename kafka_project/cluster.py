@@ -111,10 +111,8 @@ def missing_topic_message(topic: str, bootstrap_servers: str) -> str:
 
 
 def require_topics(client: Consumer | Producer, bootstrap_servers: str, topics: list[str]) -> None:
-    present = existing_topics(client, bootstrap_servers)
-    for topic in topics:
-        if topic not in present:
-            raise UserError(missing_topic_message(topic, bootstrap_servers))
+    """Every topic must exist now: a missing one is a UserError at once."""
+    wait_for_topics(client, bootstrap_servers, topics, 0.0, threading.Event())
 
 
 def wait_for_topics(

@@ -85,7 +85,6 @@ class ExactlyOnceProcessor(OrderProcessor):
     ):
         super().__init__(*args, **kwargs)
         self.new_producer = new_producer  # a transactional producer with a transactional.id of its own
-        self.producer: Producer = self.dlq.producer
         self.bootstrap_servers = bootstrap_servers
         self.stats_topic = stats_topic
         self.group_id = group_id
@@ -93,6 +92,11 @@ class ExactlyOnceProcessor(OrderProcessor):
         self.txn: Transaction | None = None
         self.rewound: set[PartitionKey] = set()  # partitions an abort rewound during the current batch
         self.producer.init_transactions(TRANSACTION_TIMEOUT_S)
+
+    @property
+    def producer(self) -> Producer:
+        """The transactional producer: the one the DLQ publisher writes with."""
+        return self.dlq.producer
 
     # -- processing inside a transaction -----------------------------------------------------
     def process(self, messages: list[Message], stop: threading.Event) -> None:
@@ -196,7 +200,7 @@ class ExactlyOnceProcessor(OrderProcessor):
             f"transaction lost ({error.str()}); starting again from the last commit with a new producer",
             file=sys.stderr,
         )
-        self.producer = self.dlq.producer = self.new_producer()
+        self.dlq.producer = self.new_producer()
         self.producer.init_transactions(TRANSACTION_TIMEOUT_S)
         self.aggregates.clear()
         for tp in self.restore(self.consumer.assignment()):
