@@ -5,6 +5,8 @@ from pathlib import Path
 
 import yaml
 
+from kafka_project.dlq.dlq_producer import DLQ_MAX_MESSAGE_BYTES
+
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 
@@ -37,7 +39,13 @@ def test_compose_runs_zookeeper_mode_confluent_79_with_a_container_named_kafka()
     env = services["kafka"]["environment"]
     assert "HOST://localhost:9092" in env["KAFKA_ADVERTISED_LISTENERS"]
     assert "INTERNAL://kafka:29092" in env["KAFKA_ADVERTISED_LISTENERS"]
-    assert "orders orders-dlq" in services["kafka-init"]["command"][0]
+    init = services["kafka-init"]["command"][0]
+    assert "--topic orders " in init
+    dlq_limit = f"--config max.message.bytes={DLQ_MAX_MESSAGE_BYTES}"
+    assert f"--topic orders-dlq --partitions 1 --replication-factor 1 {dlq_limit}" in init
+    assert "--topic orders-stats --partitions 1 --replication-factor 1 --config cleanup.policy=compact" in (
+        init
+    )
 
 
 def test_app_services_sit_behind_a_profile_and_use_the_internal_listener():

@@ -18,6 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import closing
 
 from confluent_kafka import Consumer, Producer
 
@@ -33,6 +34,7 @@ from kafka_project.cli import (
     port_number,
     positive_int,
     run,
+    silence_stdout,
     stop_on_signals,
 )
 from kafka_project.cluster import client_config, wait_for_topics
@@ -159,7 +161,8 @@ def consume_until_stopped(
         if first is not None and batch_size > 1:
             messages += consumer.consume(num_messages=batch_size - 1, timeout=0)
         processor.dlq.poll()  # serve DLQ acknowledgements: they release offsets
-        if messages or not consumer.assignment():  # still joining the group is not idleness
+        # Still joining the group is not idleness; owning no partitions after joining is.
+        if messages or not processor.joined:
             last_active = time.monotonic()
         elif args.idle_timeout is not None and time.monotonic() - last_active > args.idle_timeout:
             return
@@ -184,7 +187,6 @@ def make_processor(consumer: Consumer, codec: OrderCodec, args: argparse.Namespa
         codec,
         args,
         new_producer=new_producer,
-        bootstrap_servers=args.bootstrap_servers,
         stats_topic=args.stats_topic,
         group_id=args.group_id,
     )
@@ -220,34 +222,32 @@ def main(args: argparse.Namespace) -> int:
     codec = OrderCodec(args.schema)
     stop = stop_on_signals()
     consumer = Consumer(consumer_config(args.bootstrap_servers, args.group_id, args.exactly_once))
-    try:
+    with closing(consumer):  # close() commits the stored offsets and leaves the group, whatever happens
         if not topics_ready(consumer, args, stop):
-            consumer.close()
             return 0
         processor = make_processor(consumer, codec, args)
         if not args.quiet:
             print(f"Starting Kafka Consumer...\nListening for orders on '{args.topic}' topic\n")
         monitor = Monitor(consumer, processor, args)
-    except BaseException:
-        consumer.close()
-        raise
-    try:
-        consumer.subscribe([args.topic], on_assign=processor.on_assign, on_revoke=processor.on_revoke)
-        consume_until_stopped(consumer, processor, args, stop, monitor.update)
-    except DeadLetterError as exc:
-        processor.finish(clean=False)
-        raise UserError(f"{exc}; its offset was not committed, so it is redelivered on restart") from exc
-    except BaseException:
-        processor.finish(clean=False)
-        raise
-    else:
-        # Order matters: finish the DLQ writes (or the open transaction) first, then close(),
-        # which commits the stored offsets and leaves the group.
-        processor.finish(clean=True)
-    finally:
-        monitor.close()
-        print(processor.summary())
-        consumer.close()
+        try:
+            consumer.subscribe([args.topic], on_assign=processor.on_assign, on_revoke=processor.on_revoke)
+            consume_until_stopped(consumer, processor, args, stop, monitor.update)
+        except BaseException as exc:
+            if isinstance(exc, BrokenPipeError):
+                silence_stdout()  # the DLQ acknowledgements below print too
+            # Finish what is on its way (DLQ acknowledgements, or abort the open transaction):
+            # nothing that is not done gets committed.
+            processor.finish(clean=False)
+            if isinstance(exc, DeadLetterError):
+                raise UserError(
+                    f"{exc}; its offset was not committed, so it is redelivered on restart"
+                ) from exc
+            raise
+        else:
+            processor.finish(clean=True)  # the DLQ writes, or the open transaction, before close() commits
+        finally:
+            monitor.close()
+            print(processor.summary())
     return 0
 
 

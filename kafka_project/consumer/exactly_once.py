@@ -2,10 +2,11 @@
 
 Per transaction (the records of about MAX_TRANSACTION_S, or fewer when the topic goes quiet):
   begin -> DLQ records + one `orders-stats` snapshot per partition touched
-        -> send_offsets_to_transaction(next offsets) -> commit
+        -> send_offsets_to_transaction(next offsets, each carrying its partition's aggregate) -> commit
 Either all of it becomes visible to read_committed readers, or none of it: then the in-memory
 aggregates are rolled back and the partitions rewound, and the same records are processed again.
-On every assignment the partitions' aggregates are restored from their latest committed snapshot.
+On every assignment each partition's aggregate is restored from the metadata of its committed
+offset (one committed() call, whatever the history), and consumption starts at that offset.
 """
 
 from __future__ import annotations
@@ -31,13 +32,20 @@ from kafka_project.cluster import client_config, produce
 from kafka_project.consumer.aggregate import RunningAverage
 from kafka_project.consumer.offsets import PartitionKey
 from kafka_project.consumer.processor import OrderProcessor, partition_key
-from kafka_project.consumer.state import PartitionState, combined, read_states
+from kafka_project.consumer.state import (
+    PartitionState,
+    aggregate_from_metadata,
+    aggregate_to_metadata,
+    combined,
+)
+from kafka_project.dlq.dlq_producer import DLQ_MAX_MESSAGE_BYTES
 from kafka_project.errors import UserError
 from kafka_project.order_codec import Order
 
 MAX_TRANSACTION_S = 1.0  # bounds the work an abort repeats, far below transaction.timeout.ms
-TRANSACTION_TIMEOUT_S = 30.0
-RESTORE_TIMEOUT_S = 60.0
+TRANSACTION_TIMEOUT_MS = 10000
+API_TIMEOUT_S = 30.0  # for one transactional call, retries included
+RESTORE_TIMEOUT_S = 30.0
 
 
 def transactional_producer_config(bootstrap_servers: str, transactional_id: str) -> dict:
@@ -47,13 +55,20 @@ def transactional_producer_config(bootstrap_servers: str, transactional_id: str)
     # read_committed reader of the DLQ and stats topics until the broker aborts it.
     return client_config(
         bootstrap_servers,
-        **{"transactional.id": transactional_id, "linger.ms": 5, "transaction.timeout.ms": 10000},
+        **{
+            "transactional.id": transactional_id,
+            "linger.ms": 5,
+            "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
+            "message.max.bytes": DLQ_MAX_MESSAGE_BYTES,
+        },
     )
 
 
 @dataclass
 class Transaction:
     started_at: float = field(default_factory=time.monotonic)
+    # The broker's transaction timer starts with the first record written in it (a DLQ copy).
+    first_write_at: float | None = None
     first_offsets: dict[PartitionKey, int] = field(default_factory=dict)  # where to rewind on abort
     next_offsets: dict[PartitionKey, int] = field(default_factory=dict)  # what to commit
     saved_aggregates: dict[PartitionKey, RunningAverage] = field(default_factory=dict)
@@ -62,15 +77,20 @@ class Transaction:
     begun: bool = False  # begin_transaction() succeeded
 
 
-def retry_retriable(call: Callable[[], None]) -> None:
-    """Transactional API calls may fail with a retriable error; the documented answer is to call again."""
+def retry_retriable(call: Callable[[], None], timeout_s: float = API_TIMEOUT_S) -> None:
+    """Transactional API calls may fail with a retriable error; the documented answer is to call
+    again. With a growing pause between calls, and not past timeout_s: then the error is raised."""
+    deadline = time.monotonic() + timeout_s
+    pause = 0.05
     while True:
         try:
             call()
             return
         except KafkaException as exc:
-            if not exc.args[0].retriable():
+            if not exc.args[0].retriable() or time.monotonic() + pause > deadline:
                 raise
+        time.sleep(pause)
+        pause = min(2 * pause, 1.0)
 
 
 class ExactlyOnceProcessor(OrderProcessor):
@@ -78,20 +98,18 @@ class ExactlyOnceProcessor(OrderProcessor):
         self,
         *args: object,
         new_producer: Callable[[], Producer],
-        bootstrap_servers: str,
         stats_topic: str,
         group_id: str,
         **kwargs: object,
     ):
         super().__init__(*args, **kwargs)
         self.new_producer = new_producer  # a transactional producer with a transactional.id of its own
-        self.bootstrap_servers = bootstrap_servers
         self.stats_topic = stats_topic
         self.group_id = group_id
         self.aggregates: dict[PartitionKey, RunningAverage] = {}
         self.txn: Transaction | None = None
         self.rewound: set[PartitionKey] = set()  # partitions an abort rewound during the current batch
-        self.producer.init_transactions(TRANSACTION_TIMEOUT_S)
+        self.producer.init_transactions(API_TIMEOUT_S)
 
     @property
     def producer(self) -> Producer:
@@ -110,6 +128,8 @@ class ExactlyOnceProcessor(OrderProcessor):
         key = partition_key(msg)
         if key in self.rewound:
             return  # an abort in this batch rewound the partition: the record comes again
+        if self.txn and not self.room_for_one_more_record(self.txn):
+            self.commit()
         if self.txn is None:
             self.txn = Transaction(saved_retries=self.retries)
         if key not in self.txn.first_offsets:
@@ -128,10 +148,20 @@ class ExactlyOnceProcessor(OrderProcessor):
         if time.monotonic() - self.txn.started_at > MAX_TRANSACTION_S:
             self.commit()
 
+    def room_for_one_more_record(self, txn: Transaction) -> bool:
+        """Whether the next record, retried as long as the policy allows, still fits in this
+        transaction's MAX_TRANSACTION_S on the broker: no transaction may outlive its timeout."""
+        if txn.first_write_at is None:
+            return True
+        return time.monotonic() - txn.first_write_at + self.policy.worst_case_s() <= MAX_TRANSACTION_S
+
     def count(self, msg: Message, order: Order) -> None:
         self.aggregates[partition_key(msg)].add(order.price)
 
     def dead_letter(self, msg: Message, error: Exception, attempts: int, label: str) -> None:
+        assert self.txn is not None  # handle() opened it
+        if self.txn.first_write_at is None:
+            self.txn.first_write_at = time.monotonic()
         self.dlq.send(msg, error, attempts, on_acked=lambda: None)  # acknowledged by the commit
         self.txn.dead_letter_labels.append(label)
 
@@ -140,22 +170,28 @@ class ExactlyOnceProcessor(OrderProcessor):
 
     def commit(self) -> None:
         txn, self.txn = self.txn, None
-        offsets = [TopicPartition(t, p, offset) for (t, p), offset in txn.next_offsets.items()]
+        assert txn is not None
+        offsets = []
         try:
             for (topic, partition), next_offset in txn.next_offsets.items():
                 aggregate = self.aggregates[(topic, partition)]
+                offsets.append(
+                    TopicPartition(topic, partition, next_offset, aggregate_to_metadata(aggregate))
+                )
                 state = PartitionState(
                     self.group_id, topic, partition, aggregate.count, aggregate.total_price, next_offset
                 )
                 produce(self.producer, self.stats_topic, key=state.key, value=state.to_json())
             retry_retriable(
                 lambda: self.producer.send_offsets_to_transaction(
-                    offsets, self.consumer.consumer_group_metadata(), TRANSACTION_TIMEOUT_S
+                    offsets, self.consumer.consumer_group_metadata(), API_TIMEOUT_S
                 )
             )
-            retry_retriable(lambda: self.producer.commit_transaction(TRANSACTION_TIMEOUT_S))
+            retry_retriable(lambda: self.producer.commit_transaction(API_TIMEOUT_S))
         except KafkaException as exc:
             self.abort(txn, exc.args[0])
+            if refusal := self.dlq.take_refusal():
+                raise refusal from exc  # retrying cannot help: one clear error, not a loop
             return
         self.dead_lettered += len(txn.dead_letter_labels)
         for label in txn.dead_letter_labels:
@@ -174,7 +210,7 @@ class ExactlyOnceProcessor(OrderProcessor):
             if reason.fatal():
                 raise KafkaException(reason)
             if txn.begun:
-                retry_retriable(lambda: self.producer.abort_transaction(TRANSACTION_TIMEOUT_S))
+                retry_retriable(lambda: self.producer.abort_transaction(API_TIMEOUT_S))
         except KafkaException as exc:
             if not exc.args[0].fatal():
                 raise UserError(
@@ -194,14 +230,17 @@ class ExactlyOnceProcessor(OrderProcessor):
 
     def restart_producer(self, error: KafkaError) -> None:
         """Carry on as a restarted consumer would: a new transactional producer, and every assigned
-        partition back at its committed offset with the snapshot committed with it. Nothing of the
+        partition back at its committed offset with the aggregate committed with it. Nothing of the
         lost transaction became visible, so its records are simply processed again."""
         print(
             f"transaction lost ({error.str()}); starting again from the last commit with a new producer",
             file=sys.stderr,
         )
+        fenced = self.producer
+        fenced.purge()  # its records can never be committed; close() would wait to flush them
+        fenced.close()
         self.dlq.producer = self.new_producer()
-        self.producer.init_transactions(TRANSACTION_TIMEOUT_S)
+        self.producer.init_transactions(API_TIMEOUT_S)
         self.aggregates.clear()
         for tp in self.restore(self.consumer.assignment()):
             start = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING  # nothing committed yet
@@ -210,36 +249,38 @@ class ExactlyOnceProcessor(OrderProcessor):
 
     # -- partitions coming and going ----------------------------------------------------------
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self.restore(partitions)
+        super().on_assign(consumer, partitions)
+        # Start at the offsets whose aggregates were restored: state and position from one read.
+        consumer.assign(self.restore(partitions))
 
     def restore(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
-        """Restore each partition's aggregate from the snapshot committed with its offset;
-        returns the committed offsets."""
-        committed = self.consumer.committed(partitions, timeout=RESTORE_TIMEOUT_S)
-        deadline = time.monotonic() + RESTORE_TIMEOUT_S
-        while True:
-            states = read_states(self.bootstrap_servers, self.stats_topic, self.group_id)
-            behind = [
-                tp for tp in committed if not snapshot_matches(states.get(partition_key(tp)), tp.offset)
-            ]
-            if not behind:
-                break
-            if time.monotonic() > deadline:
-                raise UserError(
-                    f"{self.stats_topic} has no snapshot matching the committed offset of "
-                    f"{', '.join(f'{tp.topic} [{tp.partition}]' for tp in behind)}"
-                )
-            time.sleep(0.2)  # a transaction may still be completing
+        """Restore each partition's aggregate from the metadata of its committed offset; returns
+        the committed offsets. An offset without one starts the aggregate from zero there."""
+        if not partitions:
+            return []
+        try:
+            committed = self.consumer.committed(partitions, timeout=RESTORE_TIMEOUT_S)
+        except KafkaException as exc:
+            raise UserError(f"cannot read the group's committed offsets: {exc.args[0].str()}") from exc
         for tp in committed:
-            state = states.get(partition_key(tp))
-            self.aggregates[partition_key(tp)] = state.aggregate() if state else RunningAverage()
-            if state:
-                self.say(f"Restored {tp.topic} [{tp.partition}]: {state.aggregate()} at offset {tp.offset}\n")
+            key = partition_key(tp)
+            aggregate = aggregate_from_metadata(tp.metadata)
+            if aggregate is not None:
+                self.say(f"Restored {tp.topic} [{tp.partition}]: {aggregate} at offset {tp.offset}\n")
+            elif tp.offset >= 0:
+                print(
+                    f"note: {tp.topic} [{tp.partition}] offset {tp.offset} was committed without an "
+                    "aggregate (by a consumer without --exactly-once, or an offset reset): "
+                    "counting from zero at that offset",
+                    file=sys.stderr,
+                )
+            self.aggregates[key] = aggregate or RunningAverage()
         return committed
 
     def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self.txn:  # commit while the partitions, and the group generation, are still ours
             self.commit()
+        super().on_revoke(consumer, partitions)
         for tp in partitions:
             self.aggregates.pop(partition_key(tp), None)
 
@@ -249,9 +290,3 @@ class ExactlyOnceProcessor(OrderProcessor):
         elif self.txn:  # after an error nothing of the open transaction may become visible
             reason = KafkaError(KafkaError._DESTROY, "consumer stopping after an error")
             self.abort(self.txn, reason, recover=False)
-
-
-def snapshot_matches(state: PartitionState | None, committed_offset: int) -> bool:
-    if committed_offset < 0:  # nothing committed yet: there must be no snapshot either
-        return state is None
-    return state is not None and state.next_offset == committed_offset

@@ -1,8 +1,9 @@
-"""Which offset is safe to commit, per partition, when some records are still on their way to the DLQ.
+"""Which offset is safe to commit, per partition: the lowest one whose record is not done yet.
 
-Orders are processed in order, but a DLQ copy is acknowledged later, asynchronously. Committing
-offset N+1 says "everything up to N is done", so the commit position of a partition must stop at
-the lowest record whose DLQ copy the broker has not acknowledged yet.
+A record is done only when its order is counted or the broker has acknowledged its DLQ copy.
+Committing offset N says "everything below N is done", so whatever stops the consumer (Ctrl-C in
+the middle of a retry, a closed stdout, an exception), a record that was received but is not done
+keeps the commit position at or below its offset, and it is delivered again.
 """
 
 from __future__ import annotations
@@ -12,31 +13,28 @@ PartitionKey = tuple[str, int]  # (topic, partition)
 
 class OffsetTracker:
     def __init__(self) -> None:
-        self._next: dict[PartitionKey, int] = {}  # one past the highest offset seen
-        self._in_flight: dict[PartitionKey, set[int]] = {}
+        self._next: dict[PartitionKey, int] = {}  # one past the highest offset received
+        self._pending: dict[PartitionKey, set[int]] = {}  # received, not done yet
 
-    def seen(self, key: PartitionKey, offset: int) -> None:
-        """A record was received; it is done unless hold() is called for it."""
-        self._next[key] = offset + 1
-        self._in_flight.setdefault(key, set())
+    def received(self, key: PartitionKey, offset: int) -> None:
+        """The record is being worked on: it holds the commit position until done() is called."""
+        self._pending.setdefault(key, set()).add(offset)
+        self._next[key] = max(self._next.get(key, 0), offset + 1)
 
-    def hold(self, key: PartitionKey, offset: int) -> None:
-        """The record is not done yet (its DLQ copy is not acknowledged)."""
-        self._in_flight[key].add(offset)
-
-    def release(self, key: PartitionKey, offset: int) -> None:
-        if key in self._in_flight:
-            self._in_flight[key].discard(offset)
+    def done(self, key: PartitionKey, offset: int) -> None:
+        """Counted, or its DLQ copy acknowledged. Harmless for a partition already forgotten."""
+        if key in self._pending:
+            self._pending[key].discard(offset)
 
     def commit_position(self, key: PartitionKey) -> int | None:
-        """The offset to commit (next to read); None for a partition with nothing seen."""
+        """The offset to commit (the next to read); None for a partition with nothing received."""
         if key not in self._next:
             return None
-        in_flight = self._in_flight[key]
-        return min(in_flight) if in_flight else self._next[key]
+        pending = self._pending[key]
+        return min(pending) if pending else self._next[key]
 
     def forget(self, keys: list[PartitionKey]) -> None:
         """Drop revoked partitions: their new owner starts from the committed offset."""
         for key in keys:
             self._next.pop(key, None)
-            self._in_flight.pop(key, None)
+            self._pending.pop(key, None)

@@ -50,6 +50,10 @@ class OrderProcessor:
         self.errors = 0  # consume errors and aborted transactions (client errors are counted in cluster)
         # Called after every record, e.g. to refresh the live view in the middle of a slow batch.
         self.after_each_record: Callable[[], None] = lambda: None
+        # The partitions this consumer owns now; a record polled before its partition was revoked
+        # (consume() can run on_revoke after poll() returned it) belongs to the new owner.
+        self.assigned: set[PartitionKey] = set()
+        self.joined = False  # the group gave this consumer its first assignment, possibly empty
 
     # -- the per-record logic -------------------------------------------------------------
     def handle(self, msg: Message) -> None:
@@ -86,6 +90,8 @@ class OrderProcessor:
                 self.errors += 1
                 print(f"kafka: {msg.error().str()}", file=sys.stderr)
                 continue
+            if partition_key(msg) not in self.assigned:
+                continue  # revoked since it was polled: its new owner reads it from the committed offset
             self.handle(msg)
             self.after_each_record()
 
@@ -107,17 +113,19 @@ class OrderProcessor:
         raise NotImplementedError
 
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        pass
+        self.joined = True
+        self.assigned.update(partition_key(tp) for tp in partitions)
 
     def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        pass
+        self.assigned.difference_update(partition_key(tp) for tp in partitions)
 
     def finish(self, clean: bool) -> None:
         """Before the consumer closes: nothing done may be left unacknowledged."""
 
 
 class AtLeastOnceProcessor(OrderProcessor):
-    """Offsets are stored when an order is counted or its DLQ copy acknowledged; auto-commit commits them."""
+    """An offset is stored once every record below it is done (its order counted or its DLQ copy
+    acknowledged); auto-commit and close() commit stored offsets, never merely polled ones."""
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
@@ -125,36 +133,39 @@ class AtLeastOnceProcessor(OrderProcessor):
         self.aggregate = RunningAverage()
 
     def handle(self, msg: Message) -> None:
-        self.offsets.seen(partition_key(msg), msg.offset())
+        self.offsets.received(partition_key(msg), msg.offset())
         super().handle(msg)
 
     def process(self, messages: list[Message], stop: threading.Event) -> None:
-        super().process(messages, stop)
-        # One store per partition and batch; a record still on its way to the DLQ holds it back.
-        for key in {partition_key(msg) for msg in messages}:
-            self.store_offset(key)
+        try:
+            super().process(messages, stop)
+        finally:
+            # One store per partition and batch, also when an exception cut the batch short: the
+            # tracker keeps the position at the first record that is not done.
+            for key in {partition_key(msg) for msg in messages}:
+                self.store_offset(key)
 
     def count(self, msg: Message, order: Order) -> None:
         self.aggregate.add(order.price)
+        self.offsets.done(partition_key(msg), msg.offset())
 
     def running_average(self) -> RunningAverage:
         return self.aggregate
 
     def dead_letter(self, msg: Message, error: Exception, attempts: int, label: str) -> None:
         key, offset = partition_key(msg), msg.offset()
-        self.offsets.hold(key, offset)
 
         def acked() -> None:
+            self.offsets.done(key, offset)
+            self.store_offset(key)
             self.dead_lettered += 1
             self.say(f"Moved to DLQ: {label}\n")
-            self.offsets.release(key, offset)
-            self.store_offset(key)
 
         self.dlq.send(msg, error, attempts, on_acked=acked)
 
     def store_offset(self, key: PartitionKey) -> None:
         position = self.offsets.commit_position(key)
-        if position is not None:
+        if position is not None and key in self.assigned:
             self.consumer.store_offsets(offsets=[TopicPartition(key[0], key[1], position)])
 
     def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -165,6 +176,7 @@ class AtLeastOnceProcessor(OrderProcessor):
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError._NO_OFFSET:
                 print(f"kafka: commit on revoke failed: {exc.args[0].str()}", file=sys.stderr)
+        super().on_revoke(consumer, partitions)
         self.offsets.forget([partition_key(p) for p in partitions])
 
     def finish(self, clean: bool) -> None:

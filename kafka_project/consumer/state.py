@@ -1,10 +1,13 @@
-"""Per-partition aggregate snapshots, kept in the compacted `orders-stats` topic.
+"""Each partition's aggregate under exactly-once: in the committed offset, and published in `orders-stats`.
 
-One record per (group, topic, partition), keyed `group:topic:partition`, value JSON:
+The state a consumer restores from is the metadata of the offset committed in the transaction,
+`{"count": 12, "total": "8342.17"}`: offset and aggregate are one record in the group's offsets,
+read back with one `committed()` call however long the group has run.
+
+Every transaction also publishes one snapshot per partition to the compacted `orders-stats` topic,
+for `stats.py` and other readers, keyed `group:topic:partition`, value JSON:
   {"group": "order-consumer", "topic": "orders", "partition": 0,
    "count": 12, "total": "8342.17", "next_offset": 15}
-`next_offset` is the consumer offset committed in the same transaction, so a snapshot and the
-group's position always agree; compaction keeps only the latest snapshot of each partition.
 """
 
 from __future__ import annotations
@@ -58,6 +61,22 @@ class PartitionState:
 
     def aggregate(self) -> RunningAverage:
         return RunningAverage(self.count, self.total)
+
+
+def aggregate_to_metadata(aggregate: RunningAverage) -> str:
+    """The aggregate as the metadata of the offset committed with it (Kafka allows 4 KB)."""
+    return json.dumps({"count": aggregate.count, "total": str(aggregate.total_price)})
+
+
+def aggregate_from_metadata(metadata: str | None) -> RunningAverage | None:
+    """The aggregate committed with an offset; None when the offset carries none (it was committed
+    without --exactly-once, or by an offset reset) or something else."""
+    try:
+        fields = json.loads(metadata or "")
+        count, total = int(fields["count"]), Decimal(fields["total"])
+    except (ValueError, KeyError, TypeError, ArithmeticError):
+        return None
+    return RunningAverage(count, total) if count >= 0 and total.is_finite() else None
 
 
 def read_states(bootstrap_servers: str, stats_topic: str, group: str) -> dict[PartitionKey, PartitionState]:

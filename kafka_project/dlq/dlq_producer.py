@@ -24,7 +24,7 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from kafka_project.cli import (
     add_common_args,
@@ -40,6 +40,21 @@ from kafka_project.dlq import replay
 from kafka_project.dlq.headers import Headers, describe, dlq_headers
 from kafka_project.order_codec import OrderCodec, OrderDecodeError
 
+# A DLQ copy is the original record plus the dlq.* headers (under 2 KB), so the DLQ topic must take
+# larger records than its source: 2 MiB against Kafka's default of about 1 MB for the source.
+# The DLQ topic is created with max.message.bytes=DLQ_MAX_MESSAGE_BYTES (DLQ_TOPIC_CONFIG), and the
+# producers that write to it allow as much.
+DLQ_MAX_MESSAGE_BYTES = 2 * 1024 * 1024
+DLQ_TOPIC_CONFIG = {"max.message.bytes": str(DLQ_MAX_MESSAGE_BYTES)}
+# Errors that say the DLQ will never take this record: retrying cannot help.
+REFUSED_FOR_GOOD = {
+    KafkaError.MSG_SIZE_TOO_LARGE,
+    KafkaError.RECORD_LIST_TOO_LARGE,
+    KafkaError.INVALID_RECORD,
+    KafkaError.POLICY_VIOLATION,
+    KafkaError.TOPIC_AUTHORIZATION_FAILED,
+}
+
 
 class DeadLetterError(Exception):
     """The DLQ refused a record for good; its offset stays uncommitted."""
@@ -47,7 +62,10 @@ class DeadLetterError(Exception):
 
 def dlq_producer_config(bootstrap_servers: str) -> dict:
     # Idempotent with acks=all: a DLQ copy, once acknowledged, is durable and written once.
-    return client_config(bootstrap_servers, **{"enable.idempotence": True, "linger.ms": 5})
+    return client_config(
+        bootstrap_servers,
+        **{"enable.idempotence": True, "linger.ms": 5, "message.max.bytes": DLQ_MAX_MESSAGE_BYTES},
+    )
 
 
 class DeadLetterPublisher:
@@ -59,6 +77,7 @@ class DeadLetterPublisher:
         self.group_id = group_id
         # A transactional producer must not resend: a failed send aborts the whole transaction.
         self.resend_failed = resend_failed
+        self.refusal: DeadLetterError | None = None  # a copy refused for good in a transaction
 
     def send(self, original: Message, error: Exception, attempts: int, on_acked: Callable[[], None]) -> None:
         headers = dlq_headers(original, error, attempts, self.group_id, datetime.now(UTC))
@@ -68,22 +87,39 @@ class DeadLetterPublisher:
         def delivered(err: KafkaError | None, _msg: Message) -> None:
             if err is None:
                 on_acked()
-            elif not self.resend_failed:
-                return
+            elif not self.resend_failed:  # the transaction aborts; remember a refusal for good
+                if err.code() in REFUSED_FOR_GOOD and self.refusal is None:
+                    self.refusal = self.refused(original, err)
             elif err.retriable() or err.code() == KafkaError._MSG_TIMED_OUT:
                 print(f"DLQ write for {describe(original)} failed ({err.str()}); retrying", file=sys.stderr)
                 self._produce(original, headers, on_acked)
             else:
-                raise DeadLetterError(f"DLQ write for {describe(original)} failed: {err.str()}")
+                raise self.refused(original, err)
 
-        produce(
-            self.producer,
-            self.topic,
-            key=original.key(),
-            value=original.value(),
-            headers=headers,
-            on_delivery=delivered,
+        try:
+            produce(
+                self.producer,
+                self.topic,
+                key=original.key(),
+                value=original.value(),
+                headers=headers,
+                on_delivery=delivered,
+            )
+        except KafkaException as exc:  # refused before sending, e.g. larger than message.max.bytes
+            if exc.args[0].code() not in REFUSED_FOR_GOOD:
+                raise
+            raise self.refused(original, exc.args[0]) from exc
+
+    def refused(self, original: Message, err: KafkaError) -> DeadLetterError:
+        size = len(original.value() or b"")
+        return DeadLetterError(
+            f"the DLQ topic {self.topic} refused {describe(original)} ({size} bytes): {err.str()}"
         )
+
+    def take_refusal(self) -> DeadLetterError | None:
+        """The refusal for good seen in the aborted transaction, if any (and forget it)."""
+        refusal, self.refusal = self.refusal, None
+        return refusal
 
     def poll(self) -> None:
         self.producer.poll(0)

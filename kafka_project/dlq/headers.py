@@ -8,6 +8,8 @@ from confluent_kafka import Message
 
 HEADER_PREFIX = "dlq."
 Headers = list[tuple[str, bytes]]
+# Keeps the headers' size small and known, so a DLQ copy always fits (see DLQ_MAX_MESSAGE_BYTES).
+MAX_ERROR_MESSAGE_CHARS = 500
 
 
 def dlq_headers(
@@ -21,7 +23,7 @@ def dlq_headers(
         "original.offset": original.offset(),
         "original.timestamp": timestamp_ms,
         "error.type": type(error).__name__,
-        "error.message": str(error),
+        "error.message": str(error)[:MAX_ERROR_MESSAGE_CHARS],
         "attempts": attempts,
         "consumer.group": group_id,
         "failed.at": failed_at.isoformat(timespec="milliseconds"),

@@ -25,6 +25,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from kafka_project.cluster import partitions_with_open_transactions, read_topic
 from kafka_project.consumer.state import combined, read_states
+from kafka_project.dlq.dlq_producer import DLQ_TOPIC_CONFIG
 from kafka_project.order_codec import OrderCodec, OrderDecodeError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -38,6 +39,7 @@ BROKER_ENV = {
     "KAFKA_SASL_PORT": "19094",
     "KAFKA_LOCAL_DIR": str(REPO / ".local-kafka/faults"),
     "KAFKA_TOPICS": "",
+    "KAFKA_DLQ_TOPICS": "",
     "KAFKA_COMPACTED_TOPICS": "",
 }
 BOOTSTRAP = "localhost:19092"
@@ -100,7 +102,7 @@ class Run:
         admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
         topics = [
             NewTopic(self.orders, partitions, 1),
-            NewTopic(self.dlq, 1, 1),
+            NewTopic(self.dlq, 1, 1, config=DLQ_TOPIC_CONFIG),
             NewTopic(self.stats, 1, 1, config={"cleanup.policy": "compact"}),
         ]
         for future in admin.create_topics(topics).values():

@@ -79,7 +79,6 @@ def test_a_fenced_producer_is_replaced_and_nothing_is_counted_twice(bootstrap_se
         codec,
         args,
         new_producer=new_producer,
-        bootstrap_servers=bootstrap_servers,
         stats_topic=topics.stats,
         group_id=topics.group,
     )

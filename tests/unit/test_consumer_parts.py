@@ -35,12 +35,41 @@ def test_seeded_failures_repeat_exactly():
     assert run_seeded(0.3, 7, 500) != run_seeded(0.3, 8, 500)
 
 
-def test_failure_rate_matches_the_probability():
-    results = run_seeded(0.3, 1, 20_000)
-    permanent = results.count(None) / len(results)
-    first_try = results.count(1) / len(results)
-    assert permanent == pytest.approx(0.3**3, abs=0.01)
-    assert first_try == pytest.approx(0.7, abs=0.02)
+class Draws(random.Random):
+    """A random source that returns the given draws, to test the threshold itself."""
+
+    def __init__(self, draws: list[float]) -> None:
+        super().__init__()
+        self.draws = iter(draws)
+
+    def random(self) -> float:
+        return next(self.draws)
+
+
+def test_a_try_fails_exactly_when_the_draw_is_below_the_rate():
+    failures = SimulatedFailures(0.3, Draws([0.0, 0.2999, 0.3, 0.9999]))
+    outcomes = []
+    for _ in range(4):
+        try:
+            failures.maybe_fail()
+            outcomes.append("ok")
+        except TemporaryProcessingError:
+            outcomes.append("failed")
+    assert outcomes == ["failed", "failed", "ok", "ok"]
+
+
+def test_an_order_goes_to_the_dlq_only_when_all_three_tries_fail():
+    def attempts(draws: list[float]) -> int | None:
+        failures = SimulatedFailures(0.3, Draws(draws))
+        try:
+            return call_with_retries(failures.maybe_fail, RetryPolicy(3, 0), sleep=lambda s: None)
+        except PermanentFailure as exc:
+            return None if exc.attempts == 3 else -1
+
+    assert attempts([0.5]) == 1
+    assert attempts([0.1, 0.5]) == 2
+    assert attempts([0.1, 0.1, 0.5]) == 3
+    assert attempts([0.1, 0.1, 0.1]) is None
 
 
 @pytest.mark.parametrize(("rate", "expected"), [(0.0, 1), (1.0, None)])
@@ -94,29 +123,49 @@ def test_float_would_drift_but_decimal_does_not():
     assert sum([0.10] * 1000) != 100.0
 
 
-def test_commit_position_waits_for_unacknowledged_dlq_copies():
+def test_commit_position_is_the_lowest_record_not_done():
     tracker, key = OffsetTracker(), ("orders", 0)
     assert tracker.commit_position(key) is None
-    tracker.seen(key, 0)
+    tracker.received(key, 0)
+    assert tracker.commit_position(key) == 0  # received is not done
+    tracker.done(key, 0)
     assert tracker.commit_position(key) == 1
-    tracker.seen(key, 1)
-    tracker.hold(key, 1)  # offset 1 is on its way to the DLQ
-    tracker.seen(key, 2)
-    tracker.seen(key, 3)
-    tracker.hold(key, 3)
+    for offset in (1, 2, 3):
+        tracker.received(key, offset)
+    tracker.done(key, 2)  # done above a record that is not: the position stays at 1
     assert tracker.commit_position(key) == 1
-    tracker.release(key, 3)
-    assert tracker.commit_position(key) == 1
-    tracker.release(key, 1)
+    tracker.done(key, 1)
+    assert tracker.commit_position(key) == 3
+    tracker.done(key, 3)
     assert tracker.commit_position(key) == 4
+
+
+def test_an_interrupted_record_holds_the_position_even_after_later_acknowledgements():
+    """The review's loss: order 0 on its way to the DLQ, order 1 interrupted mid-retry (never
+    done); order 0's acknowledgement must not move the position past order 1."""
+    tracker, key = OffsetTracker(), ("orders", 0)
+    tracker.received(key, 0)
+    tracker.received(key, 1)
+    tracker.done(key, 0)  # the DLQ acknowledgement served by the final flush
+    assert tracker.commit_position(key) == 1
+
+
+def test_offsets_with_gaps_commit_past_the_gap():
+    tracker, key = OffsetTracker(), ("orders", 0)
+    tracker.received(key, 10)  # e.g. after a transaction marker or compaction
+    tracker.done(key, 10)
+    tracker.received(key, 12)
+    tracker.done(key, 12)
+    assert tracker.commit_position(key) == 13
 
 
 def test_revoked_partitions_are_forgotten():
     tracker = OffsetTracker()
-    tracker.seen(("orders", 0), 5)
-    tracker.seen(("orders", 1), 9)
+    tracker.received(("orders", 0), 5)
+    tracker.received(("orders", 1), 9)
+    tracker.done(("orders", 1), 9)
     tracker.forget([("orders", 0)])
-    tracker.release(("orders", 0), 5)  # a late acknowledgement is harmless
+    tracker.done(("orders", 0), 5)  # a late acknowledgement is harmless
     assert tracker.commit_position(("orders", 0)) is None
     assert tracker.commit_position(("orders", 1)) == 10
 

@@ -1,12 +1,16 @@
-"""Exactly-once state: snapshot format, the snapshot/offset agreement check, the global average."""
+"""Exactly-once state: the aggregate in offset metadata, the published snapshot, the global average."""
 
 from decimal import Decimal
 
 import pytest
 
 from kafka_project.consumer.aggregate import RunningAverage
-from kafka_project.consumer.exactly_once import snapshot_matches
-from kafka_project.consumer.state import PartitionState, combined
+from kafka_project.consumer.state import (
+    PartitionState,
+    aggregate_from_metadata,
+    aggregate_to_metadata,
+    combined,
+)
 
 STATE = PartitionState("order-consumer", "orders", 3, 12, Decimal("8342.17"), 15)
 
@@ -17,18 +21,29 @@ def test_snapshot_round_trips_exactly_and_is_keyed_by_group_topic_partition():
     assert b'"total": "8342.17"' in STATE.to_json()  # money as a decimal string, never a float
 
 
+def test_the_aggregate_round_trips_through_offset_metadata_exactly():
+    aggregate = RunningAverage(12, Decimal("8342.17"))
+    metadata = aggregate_to_metadata(aggregate)
+    assert metadata == '{"count": 12, "total": "8342.17"}'  # money as a decimal string, never a float
+    assert aggregate_from_metadata(metadata) == aggregate
+    assert len(metadata.encode()) < 4096  # the broker's offset.metadata.max.bytes
+
+
 @pytest.mark.parametrize(
-    ("state", "committed", "matches"),
+    "metadata",
     [
-        (None, -1001, True),  # fresh partition: no snapshot, no committed offset
-        (STATE, 15, True),
-        (STATE, 16, False),  # the snapshot is behind (its transaction not visible yet)
-        (None, 15, False),
-        (STATE, -1001, False),
+        None,
+        "",  # an offset committed without --exactly-once, or by kafka-consumer-groups --reset-offsets
+        "not json",
+        '{"count": 3}',
+        '{"count": "x", "total": "1.00"}',
+        '{"count": -1, "total": "1.00"}',
+        '{"count": 1, "total": "NaN"}',
+        "[1, 2]",
     ],
 )
-def test_a_snapshot_is_used_only_when_it_matches_the_committed_offset(state, committed, matches):
-    assert snapshot_matches(state, committed) is matches
+def test_an_offset_without_an_aggregate_restores_none(metadata):
+    assert aggregate_from_metadata(metadata) is None
 
 
 def test_global_average_is_sum_of_totals_over_sum_of_counts():

@@ -1,0 +1,191 @@
+"""Whatever interrupts the consumer, the commit position never passes a record that is not done.
+
+A record is done when its order is counted or its DLQ copy is acknowledged. These tests stop the
+consumer in the middle of a record (a second Ctrl-C in a retry wait, a closed stdout, a partition
+revoked after poll) and check the committed offset and the DLQ on the real broker.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer
+from confluent_kafka.admin import AdminClient, NewPartitions
+
+from kafka_project.consumer import consumer
+from kafka_project.order_codec import OrderCodec
+
+from .conftest import (
+    REPO,
+    SCRIPTS,
+    Topics,
+    committed_offset,
+    consumer_args,
+    headers_of,
+    records,
+    run_script,
+    summary,
+)
+
+
+def produce_orders(topics: Topics, count: int) -> None:
+    result = run_script(
+        "producer", "--topic", topics.orders, "--count", str(count), "--interval", "0", "--quiet"
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def dead_lettered_offsets(bootstrap_servers: str, topics: Topics) -> list[int]:
+    return sorted(int(headers_of(m)["dlq.original.offset"]) for m in records(bootstrap_servers, topics.dlq))
+
+
+def wait_for_lines(path: Path, text: str, count: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while path.read_text().count(text) < count:
+        assert time.monotonic() < deadline, f"fewer than {count} {text!r} in:\n{path.read_text()}"
+        time.sleep(0.05)
+
+
+def dead_letter_the_rest(topics: Topics) -> None:
+    """What a restart does: every record from the committed offset on goes to the DLQ."""
+    args = consumer_args(topics, "--failure-rate", "1", "--retry-backoff", "0", "--idle-timeout", "3")
+    assert run_script("consumer", *args, "--quiet").returncode == 0
+
+
+def test_a_second_ctrl_c_during_a_retry_wait_commits_only_what_is_done(bootstrap_servers, topics, tmp_path):
+    """The review's reproduction: order 0 goes to the DLQ, order 1 is in its first retry wait when
+    Ctrl-C is pressed twice. Order 1 is neither counted nor dead-lettered, so the committed offset
+    must stay at 1, and a restart dead-letters orders 1 to 4."""
+    produce_orders(topics, 5)
+    log = tmp_path / "consumer.log"
+    args = consumer_args(topics, "--failure-rate", "1", "--retry-backoff", "1")
+    with open(log, "w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-u", SCRIPTS["consumer"], *args], stdout=out, stderr=subprocess.STDOUT, cwd=REPO
+        )
+    wait_for_lines(log, "Attempt 1/3 failed", 2)  # the second order's first failure: it now waits 1 s
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(60) == 130
+    output = log.read_text()
+    assert "Traceback" not in output
+    assert summary(output)["processed"] == "0"
+    assert summary(output)["dlq"] == "1"
+    assert committed_offset(bootstrap_servers, topics.group, topics.orders) == 1
+
+    dead_letter_the_rest(topics)
+    assert dead_lettered_offsets(bootstrap_servers, topics) == [0, 1, 2, 3, 4]
+
+
+def test_a_closed_stdout_stops_the_consumer_without_skipping_a_record(bootstrap_servers, topics):
+    """`consumer.py | head`: print fails in the middle of a record while DLQ copies of earlier
+    records are still unacknowledged; their acknowledgements must not commit past it."""
+    produce_orders(topics, 300)
+    args = consumer_args(topics, "--failure-rate", "1", "--retry-backoff", "0")
+    process = subprocess.Popen(
+        [sys.executable, "-u", SCRIPTS["consumer"], *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=REPO,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    moved = 0
+    while moved < 20:  # like `head`: read a while, then go away
+        line = process.stdout.readline()
+        assert line, "the consumer stopped printing early"
+        moved += line.startswith(b"Moved to DLQ")
+    process.stdout.close()
+    assert process.wait(60) == 141
+    stderr = process.stderr.read().decode()
+    assert "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
+    assert "stdout was closed" in stderr
+    committed = committed_offset(bootstrap_servers, topics.group, topics.orders)
+    assert 20 <= committed < 300  # stopped in the middle, after what head read
+    assert set(dead_lettered_offsets(bootstrap_servers, topics)) >= set(range(committed))
+
+    dead_letter_the_rest(topics)
+    assert set(dead_lettered_offsets(bootstrap_servers, topics)) == set(range(300))
+
+
+@pytest.mark.parametrize("exactly_once", [False, True], ids=["at-least-once", "exactly-once"])
+def test_a_record_polled_before_its_partition_was_revoked_is_dropped(bootstrap_servers, topics, exactly_once):
+    """consume() can run on_revoke after poll() returned a record: that record belongs to the
+    partition's new owner and must be neither counted nor committed by this consumer, which is
+    still in the group (a second consumer joined and took one of the two partitions)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    admin.create_partitions([NewPartitions(topics.orders, 2)])[topics.orders].result(30)
+    produce_orders(topics, 40)  # keyed by orderId: both partitions get orders
+    flags = ["--failure-rate", "0", "--quiet"] + (["--exactly-once"] if exactly_once else [])
+    args = consumer.parse_args([*consumer_args(topics, *flags), "--bootstrap-servers", bootstrap_servers])
+    first = Consumer(consumer.consumer_config(bootstrap_servers, topics.group, exactly_once))
+    processor = consumer.make_processor(first, OrderCodec(), args)
+    first.subscribe([topics.orders], on_assign=processor.on_assign, on_revoke=processor.on_revoke)
+    second = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": topics.group})
+    try:
+        polled = {}  # partition -> a record polled while this consumer owned both
+        deadline = time.monotonic() + 30
+        while len(polled) < 2 and time.monotonic() < deadline:
+            if (msg := first.poll(0.2)) is not None and not msg.error():
+                polled.setdefault(msg.partition(), msg)
+        assert len(polled) == 2
+        second.subscribe([topics.orders])
+        while len(first.assignment()) != 1 and time.monotonic() < deadline + 30:
+            second.poll(0.1)
+            first.poll(0.1)  # serves the rebalance: on_revoke, then on_assign of one partition
+        (kept,) = first.assignment()
+        lost = polled[1 - kept.partition]
+
+        processor.process([lost], threading.Event())
+        processor.finish(clean=True)
+    finally:
+        first.close()
+        second.close()
+    assert processor.running_average().count == 0
+    assert committed_offset(bootstrap_servers, topics.group, topics.orders, lost.partition()) < 0
+    assert records(bootstrap_servers, topics.stats) == []
+
+
+def test_idle_timeout_ends_a_consumer_that_owns_no_partition(topics):
+    """Two consumers with --idle-timeout on a one-partition topic that keeps getting orders: the
+    one that owns the partition stays busy, the one that got nothing exits after its idle time."""
+    args = consumer_args(topics, "--failure-rate", "0", "--idle-timeout", "3", "--quiet")
+    consumers = [
+        subprocess.Popen(
+            [sys.executable, "-u", SCRIPTS["consumer"], *args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=REPO,
+        )
+        for _ in range(2)
+    ]
+    trickle = subprocess.Popen(
+        [
+            sys.executable,
+            SCRIPTS["producer"],
+            "--topic",
+            topics.orders,
+            "--count",
+            "200",
+            "--interval",
+            "0.1",
+        ],
+        stdout=subprocess.DEVNULL,
+        cwd=REPO,
+    )
+    try:
+        while trickle.poll() is None and all(c.poll() is None for c in consumers):
+            time.sleep(0.1)
+        assert trickle.poll() is None, "the idle consumer was still running after 20 s of orders"
+        assert [c.poll() for c in consumers].count(0) == 1
+        assert trickle.wait(60) == 0
+        assert [c.wait(60) for c in consumers] == [0, 0]
+    finally:
+        for process in [*consumers, trickle]:
+            process.kill()
