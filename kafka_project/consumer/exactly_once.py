@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from copy import copy
 from dataclasses import dataclass, field
 
@@ -238,7 +239,8 @@ class ExactlyOnceProcessor(OrderProcessor):
         )
         fenced = self.producer
         fenced.purge()  # its records can never be committed; close() would wait to flush them
-        fenced.close()
+        with suppress(KafkaException):  # close() still frees the client when its abort is refused
+            fenced.close()
         self.dlq.producer = self.new_producer()
         self.producer.init_transactions(API_TIMEOUT_S)
         self.aggregates.clear()

@@ -9,16 +9,20 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from confluent_kafka import Consumer, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from kafka_project.cluster import read_topic
+from kafka_project.dlq.dlq_producer import DLQ_TOPIC_CONFIG
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = {
@@ -53,7 +57,7 @@ def topics(bootstrap_servers: str, request: pytest.FixtureRequest) -> Iterator[T
     admin = AdminClient({"bootstrap.servers": bootstrap_servers})
     new_topics = [
         NewTopic(names.orders, 1, 1),
-        NewTopic(names.dlq, 1, 1),
+        NewTopic(names.dlq, 1, 1, config=DLQ_TOPIC_CONFIG),
         NewTopic(names.stats, 1, 1, config={"cleanup.policy": "compact"}),
     ]
     for future in admin.create_topics(new_topics).values():
@@ -98,12 +102,37 @@ def headers_of(msg: Message) -> dict[str, str]:
     return {name: value.decode() for name, value in msg.headers() or []}
 
 
-def committed_offset(bootstrap_servers: str, group: str, topic: str) -> int:
+def committed_offset(bootstrap_servers: str, group: str, topic: str, partition: int = 0) -> int:
     consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": group})
     try:
-        return consumer.committed([TopicPartition(topic, 0)], timeout=10)[0].offset
+        return consumer.committed([TopicPartition(topic, partition)], timeout=10)[0].offset
     finally:
         consumer.close()
+
+
+@contextmanager
+def committed_offset_reader(bootstrap_servers: str, group: str) -> Iterator[Callable[[str], int]]:
+    """committed(topic): the group's committed offset of partition 0, read again on every call
+    through one Consumer that is kept open (it never joins the group)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": group})
+    try:
+        yield lambda topic: consumer.committed([TopicPartition(topic, 0)], timeout=10)[0].offset
+    finally:
+        consumer.close()
+
+
+T = TypeVar("T")
+
+
+def wait_until(condition: Callable[[], T], timeout: float, what: str, interval: float = 0.1) -> T:
+    """Call condition every `interval` s until it returns something truthy, and return that.
+    The timeout only bounds a failure: an AssertionError naming `what` once it has passed."""
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
+    return result
 
 
 def consumer_args(topics: Topics, *extra: str) -> list[str]:

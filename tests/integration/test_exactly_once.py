@@ -1,7 +1,9 @@
 """--exactly-once: the aggregate survives a restart, and the stats view shows the exact global figures."""
 
 import json
+import subprocess
 import threading
+import time
 from decimal import Decimal
 
 from confluent_kafka import Consumer, Producer
@@ -12,7 +14,7 @@ from kafka_project.consumer.state import read_states
 from kafka_project.dlq.dlq_producer import DeadLetterPublisher
 from kafka_project.order_codec import OrderCodec
 
-from .conftest import consumer_args, headers_of, records, run_script, summary
+from .conftest import REPO, Topics, consumer_args, headers_of, records, run_script, summary
 
 codec = OrderCodec()
 
@@ -108,3 +110,69 @@ def test_a_fenced_producer_is_replaced_and_nothing_is_counted_twice(bootstrap_se
     expected = [price for offset, price in enumerate(expected) if offset not in dead_offsets]
     state = read_states(bootstrap_servers, topics.stats, topics.group)[(topics.orders, 0)]
     assert (state.count, state.total, state.next_offset) == (len(expected), sum(expected), 300)
+
+
+def produce(bootstrap_servers: str, topics: Topics, count: int, seed: int) -> list[Decimal]:
+    """`count` more orders; returns their prices."""
+    before = len(records(bootstrap_servers, topics.orders))
+    result = run_script(
+        "producer", "--topic", topics.orders, "--count", str(count), "--interval", "0", "--seed", str(seed)
+    )
+    assert result.returncode == 0, result.stderr
+    return [codec.decode(m.value()).price for m in records(bootstrap_servers, topics.orders)[before:]]
+
+
+def run_consumer(topics: Topics, *flags: str) -> tuple[subprocess.CompletedProcess, float]:
+    args = consumer_args(topics, "--failure-rate", "0", "--idle-timeout", "3", *flags)
+    started = time.monotonic()
+    result = run_script("consumer", *args, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result, time.monotonic() - started
+
+
+def test_a_group_switched_to_exactly_once_counts_from_its_committed_offset(bootstrap_servers, topics):
+    """The group ran without --exactly-once first: its offset carries no aggregate. The switch
+    must neither hang nor fail: the aggregate starts from zero at that offset, said in one line."""
+    produce(bootstrap_servers, topics, 50, seed=1)
+    run_consumer(topics, "--quiet")  # at-least-once
+    later = produce(bootstrap_servers, topics, 30, seed=2)
+    switched, seconds = run_consumer(topics, "--quiet", "--exactly-once")
+    assert seconds < 20  # 3 s of idle time, and no wait for a snapshot
+    assert f"{topics.orders} [0] offset 50 was committed without an aggregate" in switched.stderr
+    assert (summary(switched)["processed"], Decimal(summary(switched)["total"])) == ("30", sum(later))
+
+    more = produce(bootstrap_servers, topics, 10, seed=3)
+    again, _ = run_consumer(topics, "--exactly-once")
+    assert "Count: 30) at offset 80" in again.stdout
+    assert (summary(again)["processed"], Decimal(summary(again)["total"])) == ("40", sum(later + more))
+
+
+def test_offsets_reset_with_kafka_consumer_groups_restarts_the_aggregate_at_once(bootstrap_servers, topics):
+    prices = produce(bootstrap_servers, topics, 40, seed=4)
+    first, _ = run_consumer(topics, "--quiet", "--exactly-once")
+    assert summary(first)["processed"] == "40"
+    reset = subprocess.run(
+        [
+            REPO / "bin/kafka-consumer-groups",
+            "--bootstrap-server",
+            bootstrap_servers,
+            "--group",
+            topics.group,
+            "--topic",
+            topics.orders,
+            "--reset-offsets",
+            "--to-earliest",
+            "--execute",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert reset.returncode == 0, reset.stderr
+    again, seconds = run_consumer(topics, "--quiet", "--exactly-once")
+    assert seconds < 20
+    assert f"{topics.orders} [0] offset 0 was committed without an aggregate" in again.stderr
+    # Reprocessed from the start, counted once: the aggregate is the topic's, not twice it.
+    assert (summary(again)["processed"], Decimal(summary(again)["total"])) == ("40", sum(prices))
+    state = read_states(bootstrap_servers, topics.stats, topics.group)[(topics.orders, 0)]
+    assert (state.count, state.total, state.next_offset) == (40, sum(prices), 40)
