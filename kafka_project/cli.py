@@ -12,13 +12,14 @@ from pathlib import Path
 from typing import TypeVar
 
 from kafka_project import cluster
-from kafka_project.errors import UserError
-from kafka_project.order_codec import SCHEMA_PATH, SchemaFileError
+from kafka_project.errors import InvalidInputError, UserError, where_not_utf8
+from kafka_project.order_codec import SCHEMA_PATH
 
 __all__ = ["UserError"]
 
 
 DEFAULT_BOOTSTRAP_SERVERS = "localhost:9092"
+EXIT_STDOUT_CLOSED = 141  # 128 + SIGPIPE (13): what a shell reports for `yes | head -1`
 Number = TypeVar("Number", int, float)
 
 
@@ -89,9 +90,15 @@ def add_wait_for_topics_flag(
 def load_properties(path: Path) -> dict[str, str]:
     """A librdkafka properties file, as Confluent's examples use: key=value lines, # comments."""
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        data = Path(path).read_bytes()
     except OSError as exc:
-        raise UserError(f"cannot read config file {path}: {exc.strerror}") from exc
+        raise InvalidInputError(f"cannot read config file {path}: {exc.strerror}") from exc
+    try:
+        lines = data.decode("utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        name = property_name_around(data, exc.start)
+        where = where_not_utf8(exc) + (f", in {name}" if name else "")
+        raise InvalidInputError(f"config file {path} is not UTF-8 ({where})") from None
     properties = {}
     for number, line in enumerate(lines, 1):
         line = line.strip()
@@ -99,25 +106,31 @@ def load_properties(path: Path) -> dict[str, str]:
             continue
         key, separator, value = line.partition("=")
         if not separator or not key.strip():
-            raise UserError(f"{path}:{number}: expected key=value")
+            raise InvalidInputError(f"{path}:{number}: expected key=value")
         properties[key.strip()] = value.strip()
     return properties
 
 
+def property_name_around(data: bytes, position: int) -> str | None:
+    """The property named on the line holding `position`: its name only, as its value may be a secret."""
+    line = data[data.rfind(b"\n", 0, position) + 1 :].split(b"\n", 1)[0]
+    name, separator, _ = line.partition(b"=")
+    return name.decode("utf-8", errors="replace").strip() if separator else None
+
+
 def parse_with_connection(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
     """Parse, then settle where to connect: the flag or env var, else the config file, else localhost.
-    The file's other settings go into every client this process creates; they are never printed."""
+    The file's other settings go into every client this process creates; they are never printed,
+    and a file librdkafka refuses is an InvalidInputError here, before any work starts."""
     args = parser.parse_args(argv)
-    properties = {}
-    if getattr(args, "config", None):
-        try:
-            properties = load_properties(args.config)
-        except UserError as exc:
-            parser.error(str(exc))
+    config_file = getattr(args, "config", None)
+    properties = load_properties(config_file) if config_file else {}
     file_servers = properties.pop("bootstrap.servers", None)
     if hasattr(args, "bootstrap_servers"):
         args.bootstrap_servers = args.bootstrap_servers or file_servers or DEFAULT_BOOTSTRAP_SERVERS
     cluster.use_client_properties(properties)
+    if config_file:
+        cluster.check_client_properties(config_file)
     return args
 
 
@@ -166,14 +179,26 @@ def stop_on_signals() -> threading.Event:
 
 
 def run(main: Callable[[], int | None]) -> None:
-    """Run a script's main: user mistakes become one line on stderr, never a stack trace."""
+    """Run a script's main: user mistakes become one line on stderr, never a stack trace; a closed
+    stdout (`... | head`) ends it as it ends a Unix tool."""
     try:
-        sys.exit(main() or 0)
-    except UserError as exc:
+        exit_code = main() or 0
+        sys.stdout.flush()  # here, not at exit, where a closed stdout could only be reported as ignored
+        sys.exit(exit_code)
+    except UserError as exc:  # InvalidInputError (a bad file, like a bad flag) exits 2, as argparse does
         print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
-    except SchemaFileError as exc:  # bad input, like a bad flag: argparse's exit code
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(exc.exit_code)
+    except BrokenPipeError:
+        silence_stdout()
+        print("stopped: stdout was closed", file=sys.stderr)
+        sys.exit(EXIT_STDOUT_CLOSED)
     except KeyboardInterrupt:
         sys.exit(130)
+
+
+def silence_stdout() -> None:
+    """After a closed stdout (`... | head`): send further output to /dev/null, so that neither our
+    last lines nor Python's flush at exit raise BrokenPipeError again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -19,7 +21,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from kafka_project.errors import UserError
+from kafka_project.errors import InvalidInputError, UserError
 
 START_BROKER_HINT = "start one with 'docker compose up -d' or 'bin/kafka-local start'"
 METADATA_TIMEOUT_S = 10.0
@@ -38,6 +40,9 @@ REPORT_SAME_ERROR_EVERY_S = 60.0
 _recording_only = False  # while True, client errors are recorded, not printed
 # Settings from --config (security, SASL, ...); set once at start-up by cli.parse_with_connection.
 _client_properties: dict[str, str] = {}
+# A property whose name contains one of these holds a credential: its value is never printed.
+SECRET_NAME_PARTS = ("password", "secret", "jaas", "token", "key.pem", "passphrase", "private.key")
+HIDDEN = "[hidden]"
 
 
 def use_client_properties(properties: dict[str, str]) -> None:
@@ -73,6 +78,64 @@ def client_config(bootstrap_servers: str, **settings: object) -> dict:
         **_client_properties,
         **settings,
     }
+
+
+# The clients the scripts build, reduced to the settings librdkafka checks against a properties file:
+# every producer here is idempotent (so acks must be all), every consumer is in a group.
+CHECKED_CLIENTS: tuple[tuple[str, type[Producer] | type[Consumer], dict], ...] = (
+    ("idempotent producer", Producer, {"enable.idempotence": True}),
+    ("consumer", Consumer, {"group.id": "config-check"}),
+)
+
+
+# Building the clients is the whole check: no broker to connect to (an SSL or SASL client would
+# start a handshake at once), and nothing printed by the error callback.
+CHECK_SETTINGS = {"logger": _quiet_librdkafka, "error_cb": lambda _error: None}
+
+
+def check_client_properties(config_file: Path) -> None:
+    """Build and discard the clients from --config's settings, so that a bad file is one line at
+    start-up naming the file and the property, not a traceback at the first client built."""
+    if refusal(_client_properties) is None:
+        return
+    # Add the properties in file order: the one that turns the clients down is the one to name.
+    accepted: dict[str, str] = {}
+    for name, value in _client_properties.items():
+        accepted[name] = value
+        if problem := refusal(accepted):
+            message = f"config file {config_file}: {name}={value} is refused by librdkafka ({problem})"
+            raise InvalidInputError(redacted(message, _client_properties))
+
+
+def refusal(properties: dict[str, str]) -> str | None:
+    """Why librdkafka will not build one of CHECKED_CLIENTS with these properties; None if it builds both."""
+    for kind, client_class, own_settings in CHECKED_CLIENTS:
+        try:
+            client = client_class({**CHECK_SETTINGS, **properties, **own_settings})
+        except (KafkaException, ValueError, TypeError) as exc:
+            return f"{kind}: {construction_error_text(exc)}"
+        if isinstance(client, Consumer):
+            client.close()
+    return None
+
+
+def construction_error_text(exc: Exception) -> str:
+    error = exc.args[0] if exc.args else None
+    text = error.str() if isinstance(error, KafkaError) else str(exc)
+    return re.sub(r"^Failed to create (producer|consumer): ", "", text)  # the caller names the client
+
+
+def is_secret(name: str) -> bool:
+    return any(part in name.lower() for part in SECRET_NAME_PARTS)
+
+
+def redacted(text: str, properties: dict[str, str]) -> str:
+    """text with every secret property's value hidden, wherever it occurs (librdkafka quotes some
+    values it refuses). Longest first, so that no part of a longer secret is left behind."""
+    secrets = sorted((value for name, value in properties.items() if is_secret(name) and value), key=len)
+    for secret in reversed(secrets):
+        text = text.replace(secret, HIDDEN)
+    return text
 
 
 def record_pending_errors(client: Consumer | Producer) -> None:

@@ -19,6 +19,8 @@ from pathlib import Path
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
+from kafka_project.errors import InvalidInputError, where_not_utf8
+
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "order.avsc"
 SINGLE_OBJECT_MARKER = b"\xc3\x01"
 HEADER_SIZE = len(SINGLE_OBJECT_MARKER) + 8
@@ -27,8 +29,8 @@ CENT = Decimal("0.01")
 MAX_PRICE = Decimal("100000.00")
 
 
-class SchemaFileError(Exception):
-    """The schema file is missing or is not a valid Avro schema."""
+class SchemaFileError(InvalidInputError):
+    """The schema file is missing, is not UTF-8 or is not a valid Avro schema."""
 
 
 class OrderDecodeError(ValueError):
@@ -60,9 +62,11 @@ class Order:
 def load_schema(path: Path = SCHEMA_PATH) -> dict:
     """Read and parse an Avro schema file, with one clear error for every way it can be wrong."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_bytes().decode("utf-8")
     except OSError as exc:
         raise SchemaFileError(f"cannot read schema file {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise SchemaFileError(f"schema file {path} is not UTF-8 ({where_not_utf8(exc)})") from None
     try:
         return fastavro.parse_schema(json.loads(text))
     except json.JSONDecodeError as exc:

@@ -23,7 +23,6 @@ from contextlib import closing
 from confluent_kafka import Consumer, Producer
 
 from kafka_project.cli import (
-    UserError,
     add_env_flag,
     add_wait_for_topics_flag,
     env_default,
@@ -44,7 +43,7 @@ from kafka_project.consumer.metrics import serve_metrics
 from kafka_project.consumer.processor import AtLeastOnceProcessor, OrderProcessor
 from kafka_project.consumer.retry import RetryPolicy
 from kafka_project.consumer.status import StatusSampler
-from kafka_project.dlq.dlq_producer import DeadLetterError, DeadLetterPublisher, dlq_producer_config
+from kafka_project.dlq.dlq_producer import DeadLetterPublisher, dlq_producer_config
 from kafka_project.order_codec import OrderCodec
 
 BATCH_SIZE = 500
@@ -238,10 +237,6 @@ def main(args: argparse.Namespace) -> int:
             # Finish what is on its way (DLQ acknowledgements, or abort the open transaction):
             # nothing that is not done gets committed.
             processor.finish(clean=False)
-            if isinstance(exc, DeadLetterError):
-                raise UserError(
-                    f"{exc}; its offset was not committed, so it is redelivered on restart"
-                ) from exc
             raise
         else:
             processor.finish(clean=True)  # the DLQ writes, or the open transaction, before close() commits

@@ -191,8 +191,6 @@ class ExactlyOnceProcessor(OrderProcessor):
             retry_retriable(lambda: self.producer.commit_transaction(API_TIMEOUT_S))
         except KafkaException as exc:
             self.abort(txn, exc.args[0])
-            if refusal := self.dlq.take_refusal():
-                raise refusal from exc  # retrying cannot help: one clear error, not a loop
             return
         self.dead_lettered += len(txn.dead_letter_labels)
         for label in txn.dead_letter_labels:
@@ -227,6 +225,8 @@ class ExactlyOnceProcessor(OrderProcessor):
                 self.consumer.seek(TopicPartition(key[0], key[1], txn.first_offsets[key]))
             except KafkaException:
                 self.aggregates.pop(key)  # no longer ours: its new owner restores the committed state
+        if refusal := self.dlq.take_refusal():
+            raise refusal  # the DLQ will never take that record: one clear error, not a loop
         print(f"transaction aborted ({reason.str()}); reprocessing from the last commit", file=sys.stderr)
 
     def restart_producer(self, error: KafkaError) -> None:

@@ -38,6 +38,7 @@ from kafka_project.cli import (
 from kafka_project.cluster import client_config, produce, read_topic
 from kafka_project.dlq import replay
 from kafka_project.dlq.headers import Headers, describe, dlq_headers
+from kafka_project.errors import UserError
 from kafka_project.order_codec import OrderCodec, OrderDecodeError
 
 # A DLQ copy is the original record plus the dlq.* headers (under 2 KB), so the DLQ topic must take
@@ -56,7 +57,7 @@ REFUSED_FOR_GOOD = {
 }
 
 
-class DeadLetterError(Exception):
+class DeadLetterError(UserError):
     """The DLQ refused a record for good; its offset stays uncommitted."""
 
 
@@ -113,7 +114,8 @@ class DeadLetterPublisher:
     def refused(self, original: Message, err: KafkaError) -> DeadLetterError:
         size = len(original.value() or b"")
         return DeadLetterError(
-            f"the DLQ topic {self.topic} refused {describe(original)} ({size} bytes): {err.str()}"
+            f"the DLQ topic {self.topic} refused {describe(original)} ({size} bytes): {err.str()}; "
+            "its offset is not committed: fix the DLQ topic (e.g. its max.message.bytes), then restart"
         )
 
     def take_refusal(self) -> DeadLetterError | None:

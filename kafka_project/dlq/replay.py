@@ -24,6 +24,7 @@ from kafka_project.errors import UserError
 from kafka_project.producer.producer import producer_config
 
 REPLAY_COUNT_HEADER = f"{HEADER_PREFIX}replay.count"
+SHOWN_HEADER_CHARS = 40  # a header quoted in a reason is cut here: any producer may have set it
 
 
 @dataclass(frozen=True)
@@ -49,13 +50,25 @@ def decide(msg: Message, args: argparse.Namespace) -> Decision:
     target = header(msg, f"{HEADER_PREFIX}original.topic")
     if not target:
         return Decision("refuse", f"no {HEADER_PREFIX}original.topic header")
-    replays = int(header(msg, REPLAY_COUNT_HEADER) or 0)
+    count = header(msg, REPLAY_COUNT_HEADER)
+    if count is not None and not is_whole_number(count):
+        # A DLQ copy keeps the original's headers, so this one may come from any producer.
+        return Decision("refuse", f"{REPLAY_COUNT_HEADER} {quoted(count)} is not a whole number")
+    replays = int(count or 0)
     if replays >= args.max_replays:
         return Decision("refuse", f"replayed {replays} times already (--max-replays {args.max_replays})")
     kept = tuple((k, v) for k, v in msg.headers() or [] if not k.startswith(HEADER_PREFIX))
     return Decision(
         "replay", target=target, headers=(*kept, (REPLAY_COUNT_HEADER, str(replays + 1).encode()))
     )
+
+
+def is_whole_number(text: str) -> bool:
+    return text.isascii() and text.isdigit()  # int() would also take "-1", " 2", "1_0"
+
+
+def quoted(text: str) -> str:
+    return repr(text[:SHOWN_HEADER_CHARS]) + ("..." if len(text) > SHOWN_HEADER_CHARS else "")
 
 
 def dlq_records(consumer: Consumer, topic: str, stop: threading.Event) -> Iterator[Message]:

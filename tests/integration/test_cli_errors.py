@@ -9,31 +9,46 @@ import uuid
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from .conftest import REPO, consumer_args, run_script, start_script
+from .conftest import REPO, SCRIPTS, consumer_args, run_script, start_script
 
 
-@pytest.mark.parametrize("script", ["producer", "consumer"])
-def test_unreachable_broker_is_one_line_within_seconds(script):
-    started = time.monotonic()
-    result = run_script(
-        script,
-        "--bootstrap-servers",
-        "localhost:1",
-        "--count" if script == "producer" else "--idle-timeout",
-        "1",
-        timeout=60,
+def missing_topic_line(topic: str, bootstrap_servers: str) -> str:
+    return (
+        f"error: topic '{topic}' does not exist on {bootstrap_servers}; create it with "
+        f"'bin/kafka-topics --bootstrap-server {bootstrap_servers} --create --topic {topic}'\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("script", "args"),
+    [
+        ("producer", ["--count", "1"]),
+        ("consumer", ["--idle-timeout", "1"]),
+        ("consumer_stats", []),
+    ],
+)
+def test_unreachable_broker_is_one_line_within_seconds(script, args):
+    started = time.monotonic()
+    result = run_script(script, "--bootstrap-servers", "localhost:1", *args, timeout=60)
     assert time.monotonic() - started < 20
     assert result.returncode == 1
-    assert "error: cannot reach Kafka at localhost:1" in result.stderr
-    assert "bin/kafka-local start" in result.stderr
-    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: cannot reach Kafka at localhost:1 (")
+    assert lines[0].endswith("; start one with 'docker compose up -d' or 'bin/kafka-local start'")
 
 
 def test_producer_names_a_missing_topic(bootstrap_servers):
     result = run_script("producer", "--topic", "no-such-topic", "--count", "1")
     assert result.returncode == 1
-    assert "error: topic 'no-such-topic' does not exist" in result.stderr
+    assert result.stderr == missing_topic_line("no-such-topic", bootstrap_servers)
+
+
+def test_stats_names_a_missing_stats_topic(bootstrap_servers):
+    result = run_script("consumer_stats", "--stats-topic", "no-such-stats-topic", timeout=30)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr == missing_topic_line("no-such-stats-topic", bootstrap_servers)
 
 
 def test_consumer_waits_for_a_missing_topic_then_gives_up_at_idle_timeout(bootstrap_servers):
@@ -46,11 +61,7 @@ def test_consumer_waits_for_a_missing_topic_then_gives_up_at_idle_timeout(bootst
 def test_wait_for_topics_0_makes_the_consumer_exit_at_once(bootstrap_servers):
     result = run_script("consumer", "--topic", "no-such-topic", "--wait-for-topics", "0", timeout=30)
     assert result.returncode == 1
-    assert "Waiting" not in result.stderr
-    assert result.stderr.strip() == (
-        f"error: topic 'no-such-topic' does not exist on {bootstrap_servers}; create it with "
-        f"'bin/kafka-topics --bootstrap-server {bootstrap_servers} --create --topic no-such-topic'"
-    )
+    assert result.stderr == missing_topic_line("no-such-topic", bootstrap_servers)
 
 
 def test_producer_waits_for_a_topic_created_meanwhile(bootstrap_servers, tmp_path):
@@ -101,24 +112,60 @@ def test_invalid_input_exits_2(args, message):
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("script", ["producer", "consumer", "dlq"])
+# Each script's --help: its usage line, the first line of its docstring and flags only it has.
+HELP = {
+    "producer": (
+        "producer.py",
+        "Stream random orders to Kafka, one Avro",
+        ["--count", "--interval", "--seed"],
+    ),
+    "consumer": (
+        "consumer.py",
+        "Consume orders, keep a running average",
+        ["--failure-rate", "--exactly-once"],
+    ),
+    "dlq": (
+        "dlq_producer.py",
+        "The dead-letter queue: forward failed records",
+        ["print every DLQ record, decoded", "send DLQ records back to their original topic"],
+    ),
+    "consumer_stats": ("stats.py", "Show the exactly-once aggregate kept in", ["--stats-topic", "--json"]),
+}
+
+
+@pytest.mark.parametrize("script", HELP)
 def test_every_script_has_help(script):
     result = run_script(script, "--help", timeout=30)
     assert result.returncode == 0
-    assert "--bootstrap-servers" in result.stdout or "list" in result.stdout
+    name, summary_line, flags = HELP[script]
+    assert result.stdout.startswith(f"usage: {name} [-h]")
+    assert f"\n{summary_line}" in result.stdout
+    assert all(flag in result.stdout for flag in flags), result.stdout
 
 
-@pytest.mark.parametrize("module", ["producer", "consumer"])
-def test_scripts_also_run_as_modules(module):
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        ("list", ["usage: dlq_producer.py list", "--json", "--timeout", "--bootstrap-servers"]),
+        ("replay", ["usage: dlq_producer.py replay", "Replaying DLQ records", "--max-replays", "--dry-run"]),
+    ],
+)
+def test_each_dlq_command_has_help(command, expected):
+    result = run_script("dlq", command, "--help", timeout=30)
+    assert result.returncode == 0
+    assert all(text in result.stdout for text in expected), result.stdout
+
+
+@pytest.mark.parametrize("script", ["producer", "consumer", "consumer_stats"])
+def test_scripts_also_run_as_modules(script):
+    module = ".".join(SCRIPTS[script].relative_to(REPO).with_suffix("").parts)
     result = subprocess.run(
-        [sys.executable, "-m", f"kafka_project.{module}.{module}", "--help"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=30,
+        [sys.executable, "-m", module, "--help"], capture_output=True, text=True, cwd=REPO, timeout=30
     )
     assert result.returncode == 0
-    assert "--bootstrap-servers" in result.stdout
+    name, summary_line, _flags = HELP[script]
+    assert result.stdout.startswith(f"usage: {name} [-h]")
+    assert f"\n{summary_line}" in result.stdout
 
 
 def test_sigterm_stops_the_consumer_cleanly_with_a_summary(bootstrap_servers, topics, tmp_path):
@@ -131,3 +178,25 @@ def test_sigterm_stops_the_consumer_cleanly_with_a_summary(bootstrap_servers, to
     consumer.send_signal(signal.SIGTERM)
     assert consumer.wait(30) == 0
     assert "Summary: processed=0 dlq=0 retries=0 total=0.00 avg=0.00" in log.read_text()
+
+
+@pytest.mark.parametrize("python_flags", [["-u"], []], ids=["unbuffered", "block-buffered"])
+def test_a_closed_stdout_stops_a_script_like_a_unix_tool(topics, python_flags):
+    """`producer.py | head -1`: one line on stderr and exit 141 (128 + SIGPIPE), as `yes | head` gives.
+    Block-buffered stdout (no -u, as the README runs the scripts) breaks in Python's last flush too."""
+    # Far more orders than the pipe's buffer holds, so the producer is still writing when head leaves.
+    args = ["--topic", topics.orders, "--interval", "0", "--count", "1000000"]
+    process = subprocess.Popen(
+        [sys.executable, *python_flags, SCRIPTS["producer"], *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=REPO,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    try:
+        assert process.stdout.readline()
+        process.stdout.close()
+        assert process.wait(60) == 141, process.stderr.read().decode()
+        assert process.stderr.read().decode() == "stopped: stdout was closed\n"
+    finally:
+        process.kill()

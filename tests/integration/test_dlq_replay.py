@@ -1,5 +1,7 @@
 """dlq_producer.py replay: back to the original topic once, with a replay count, never round and round."""
 
+from confluent_kafka import Producer
+
 from .conftest import consumer_args, headers_of, records, run_script, summary
 
 
@@ -62,3 +64,24 @@ def test_filters_pass_over_other_records(bootstrap_servers, topics):
     by_id = replay(topics, "--order-id", first_id)
     assert summary(by_id) == {"replayed": "1", "refused": "0", "skipped": "2"}
     assert [m.key().decode() for m in records(bootstrap_servers, topics.orders)[3:]] == [first_id]
+
+
+def test_a_replay_count_that_is_not_a_number_is_refused_and_the_replay_goes_on(bootstrap_servers, topics):
+    """A DLQ copy keeps the original's headers, so any producer can set dlq.replay.count."""
+    producer = Producer({"bootstrap.servers": bootstrap_servers})
+    origin = ("dlq.original.topic", topics.orders.encode())
+    producer.produce(topics.dlq, key=b"ORD-BAD", value=b"bad", headers=[origin, ("dlq.replay.count", b"abc")])
+    producer.produce(topics.dlq, key=b"ORD-GOOD", value=b"\x00good\xff", headers=[origin])
+    assert producer.flush(30) == 0
+
+    result = replay(topics)
+    assert "Traceback" not in result.stderr
+    assert summary(result) == {"replayed": "1", "refused": "1", "skipped": "0"}
+    assert (
+        f"Refused {topics.dlq} [0] offset 0 (orderId ORD-BAD): dlq.replay.count 'abc' is not" in result.stdout
+    )
+    replayed = records(bootstrap_servers, topics.orders)
+    assert [(m.key(), m.value()) for m in replayed] == [(b"ORD-GOOD", b"\x00good\xff")]
+    assert headers_of(replayed[0]) == {"dlq.replay.count": "1"}
+    # Progress was committed past both: a second run finds nothing left to do.
+    assert summary(replay(topics)) == {"replayed": "0", "refused": "0", "skipped": "0"}

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 
-from .conftest import SCRIPTS, consumer_args, run_script, summary
-from .terminal import run_in_terminal
+from .conftest import consumer_args, run_script, summary
+from .terminal import Terminal, run_in_terminal
 
 HIDE_CURSOR = b"\x1b[?25l"  # rich hides the cursor while it redraws a live display
 SHOW_CURSOR = b"\x1b[?25h"
 PANEL_VALUES = re.compile(
     r"│\s+(?P<processed>[\d,]+)\s+(?P<retries>[\d,]+)\s+(?P<dlq>[\d,]+)\s+(?P<rate>[\d.,]+)"
     r"\s+\$(?P<avg>[\d.,]+)\s+(?P<lag>[\d,]+)\s+│"
+)
+STATUS_LINE = re.compile(
+    r"Status: processed=(?P<processed>\d+) retries=(?P<retries>\d+) dlq=(?P<dlq>\d+) errors=(?P<errors>\d+)"
+    r" rate=[\d.]+/s avg=(?P<avg>[\d.]+) lag=(?P<lag>\d+|\?)"
 )
 
 
@@ -22,6 +24,20 @@ def produce(topic: str, count: int, interval: float = 0) -> None:
         "producer", "--topic", topic, "--count", str(count), "--interval", str(interval), "--seed", "3"
     )
     assert result.returncode == 0, result.stderr
+
+
+def plain_status_lines(output: bytes) -> list[str]:
+    """The complete `Status:` lines written so far (an unfinished last line is left out)."""
+    complete = output.decode(errors="replace").split("\n")[:-1]
+    return [line.strip() for line in complete if line.startswith("Status:")]
+
+
+def status_with_all_done(output: bytes, count: int) -> dict[str, str] | None:
+    """The fields of the first plain Status line by which `count` orders were done, if any yet."""
+    for line in plain_status_lines(output):
+        if (match := STATUS_LINE.fullmatch(line)) and int(match["processed"]) + int(match["dlq"]) == count:
+            return match.groupdict()
+    return None
 
 
 def test_consumer_shows_a_live_status_panel_in_a_terminal(bootstrap_servers, topics):
@@ -46,9 +62,10 @@ def test_consumer_shows_a_live_status_panel_in_a_terminal(bootstrap_servers, top
 
 def test_ctrl_c_under_the_live_view_is_clean(bootstrap_servers, topics):
     produce(topics.orders, 50)
-    run = run_in_terminal(
-        "consumer", *consumer_args(topics, "--failure-rate", "0"), ctrl_c_when=b"Count: 50)"
-    )
+    with Terminal("consumer", *consumer_args(topics, "--failure-rate", "0")) as terminal:
+        terminal.wait_for(lambda output: b"Count: 50)" in output, "the 50th order counted")
+        terminal.ctrl_c()
+        run = terminal.finish()
     assert run.exit_status == 0, run.text
     assert run.raw.rfind(SHOW_CURSOR) > run.raw.rfind(HIDE_CURSOR)  # the terminal is left as it was
     assert b"Traceback" not in run.raw
@@ -57,22 +74,24 @@ def test_ctrl_c_under_the_live_view_is_clean(bootstrap_servers, topics):
 
 
 def test_no_color_gives_plain_status_lines(bootstrap_servers, topics):
-    # Orders trickle in for about 12 s, longer than the 10 s between two plain status lines.
-    trickle = ["--topic", topics.orders, "--count", "240", "--interval", "0.05"]
-    producer = subprocess.Popen([sys.executable, SCRIPTS["producer"], *trickle], stdout=subprocess.DEVNULL)
-    run = run_in_terminal("consumer", *consumer_args(topics, "--idle-timeout", "3"), NO_COLOR="1")
-    assert producer.wait(60) == 0
-    assert run.exit_status == 0
+    produce(topics.orders, 240)
+    consumer = consumer_args(topics, "--retry-backoff", "0")
+    with Terminal("consumer", *consumer, NO_COLOR="1") as terminal:
+        # Plain lines come at most every PLAIN_LINE_EVERY_S (10 s, not settable): at least that long.
+        status = terminal.wait_for(
+            lambda output: status_with_all_done(output, 240), "a Status line showing all 240 orders done"
+        )
+        terminal.ctrl_c()
+        run = terminal.finish()
+    assert run.exit_status == 0, run.text
     assert b"\x1b" not in run.raw
-    output = run.raw.decode()
-    status_lines = [line for line in output.splitlines() if line.startswith("Status: processed=")]
-    assert status_lines, output[-2000:]
-    assert re.fullmatch(
-        r"Status: processed=\d+ retries=\d+ dlq=\d+ errors=0 rate=[\d.]+/s avg=[\d.]+ lag=[\d?]+",
-        status_lines[0].strip(),
-    )
-    final = summary(output)
+    lines = plain_status_lines(run.raw)
+    assert all((match := STATUS_LINE.fullmatch(line)) and match["errors"] == "0" for line in lines), lines
+    final = summary(run.raw.decode())
     assert int(final["processed"]) + int(final["dlq"]) == 240
+    shared = ("processed", "retries", "dlq", "avg")  # the line by which all was done matches the summary
+    assert {key: status[key] for key in shared} == {key: final[key] for key in shared}, (status, final)
+    assert status["errors"] == "0" and status["lag"] == "0", status
 
 
 def test_piped_output_has_no_escape_sequences(bootstrap_servers, topics):

@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import time
 from decimal import Decimal
 
 from confluent_kafka import Producer
@@ -13,12 +12,14 @@ from tests.faults.harness import successful_order_ids
 
 from .conftest import (
     committed_offset,
+    committed_offset_reader,
     consumer_args,
     headers_of,
     records,
     run_script,
     start_script,
     summary,
+    wait_until,
 )
 
 codec = OrderCodec()
@@ -70,13 +71,6 @@ def test_poison_goes_to_the_dlq_once_without_retries(bootstrap_servers, topics):
     assert committed_offset(bootstrap_servers, topics.group, topics.orders) == len(sent)
 
 
-def wait_for_lines(path, text: str, count: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while path.read_text().count(text) < count:
-        assert time.monotonic() < deadline, f"fewer than {count} {text!r} lines in {path}"
-        time.sleep(0.05)
-
-
 def test_consumer_killed_mid_stream_loses_nothing(bootstrap_servers, topics, tmp_path):
     produced = run_script(
         "producer", "--topic", topics.orders, "--count", "1000", "--interval", "0", "--seed", "3", "--quiet"
@@ -87,23 +81,29 @@ def test_consumer_killed_mid_stream_loses_nothing(bootstrap_servers, topics, tmp
     # Backoff 0.02 s: about 10 s for 1000 orders, so the kill lands mid-stream.
     args = consumer_args(topics, "--failure-rate", "0.3", "--retry-backoff", "0.02")
     first_log = tmp_path / "first.log"
-    first = start_script("consumer", *args, stdout_path=first_log)
-    wait_for_lines(first_log, "Received order", 300)
-    deadline = time.monotonic() + 30
-    while committed_offset(bootstrap_servers, topics.group, topics.orders) < 0:  # first auto-commit
-        assert time.monotonic() < deadline, "the consumer never committed"
-    first.send_signal(signal.SIGKILL)
-    first.wait(10)
-    before_restart = committed_offset(bootstrap_servers, topics.group, topics.orders)
-    assert 0 < before_restart < 1000, "the kill should land mid-stream, after some commits"
+    with committed_offset_reader(bootstrap_servers, topics.group) as committed:
+        first = start_script("consumer", *args, stdout_path=first_log)
+        try:
+            wait_until(
+                lambda: first_log.read_text().count("Received order") >= 300,
+                60,
+                f"300 'Received order' lines in {first_log}",
+            )
+            wait_until(lambda: committed(topics.orders) > 0, 30, "the first consumer's first auto-commit")
+            first.send_signal(signal.SIGKILL)
+            first.wait(10)
+        finally:
+            first.kill()  # after a failure above; a no-op once it is dead and reaped
+        before_restart = committed(topics.orders)
+        assert 0 < before_restart < 1000, "the kill should land mid-stream, after some commits"
 
-    second = run_script("consumer", *args, "--idle-timeout", "5")
-    (tmp_path / "second.log").write_text(second.stdout + second.stderr)
-    assert second.returncode == 0, second.stderr
-    counted = set(successful_order_ids(first_log.read_text() + second.stdout))
-    dead = {msg.key().decode() for msg in records(bootstrap_servers, topics.dlq)}
-    assert all_ids - counted - dead == set(), f"orders lost; consumer logs in {tmp_path}"
-    assert committed_offset(bootstrap_servers, topics.group, topics.orders) == 1000
+        second = run_script("consumer", *args, "--idle-timeout", "5")
+        (tmp_path / "second.log").write_text(second.stdout + second.stderr)
+        assert second.returncode == 0, second.stderr
+        counted = set(successful_order_ids(first_log.read_text() + second.stdout))
+        dead = {msg.key().decode() for msg in records(bootstrap_servers, topics.dlq)}
+        assert all_ids - counted - dead == set(), f"orders lost; consumer logs in {tmp_path}"
+        assert committed(topics.orders) == 1000
 
 
 def test_dlq_list_json_has_one_line_per_record_with_reason_and_headers(bootstrap_servers, topics):

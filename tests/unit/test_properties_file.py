@@ -3,6 +3,7 @@
 import pytest
 
 from kafka_project.cli import load_properties
+from kafka_project.cluster import redacted
 from kafka_project.errors import UserError
 
 
@@ -26,3 +27,10 @@ def test_malformed_lines_are_named(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(UserError, match=message):
         load_properties(path)
+
+
+def test_secret_values_are_hidden_wherever_they_appear():
+    properties = {"sasl.password": "abc", "ssl.key.password": "abcdef", "client.id": "abc-client"}
+    # The longer secret goes first: hiding "abc" first would leave "def" of the other one behind.
+    assert redacted("abcdef, abc, abc-client", properties) == "[hidden], [hidden], [hidden]-client"
+    assert redacted("client.id=abc-client", {"client.id": "abc-client"}) == "client.id=abc-client"
