@@ -19,6 +19,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -109,12 +110,13 @@ class Run:
             future.result(30)
 
     # -- processes ---------------------------------------------------------------------------
-    def _spawn(self, name: str, args: list[str], log: Path) -> subprocess.Popen:
+    def _spawn(self, name: str, args: list[str], log: Path, stdout: int | None = None) -> subprocess.Popen:
+        """Output to the log; with stdout=subprocess.PIPE only stderr goes there."""
         with open(log, "w") as out:
             return subprocess.Popen(
                 [sys.executable, "-u", SCRIPTS[name], "--bootstrap-servers", BOOTSTRAP, *args],
-                stdout=out,
-                stderr=subprocess.STDOUT,
+                stdout=out if stdout is None else stdout,
+                stderr=subprocess.STDOUT if stdout is None else out,
                 cwd=REPO,
             )
 
@@ -136,7 +138,12 @@ class Run:
         assert self.start_producer(count, seed=seed).wait(300) == 0, self.read("producer-*.log")
 
     def start_consumer(
-        self, *extra: str, failure_rate: float = 0.3, backoff: float = 0.002
+        self,
+        *extra: str,
+        failure_rate: float = 0.3,
+        backoff: float = 0.002,
+        mode: str | None = None,
+        stdout: int | None = None,
     ) -> subprocess.Popen:
         args = [
             "--topic",
@@ -153,13 +160,13 @@ class Run:
             str(backoff),
             *extra,
         ]
-        if self.mode == "exactly-once":
+        if (mode or self.mode) == "exactly-once":
             args.append("--exactly-once")
         log = self.workdir / f"consumer-{len(self.consumer_logs)}.log"
         self.consumer_logs.append(log)
-        return self._spawn("consumer", args, log)
+        return self._spawn("consumer", args, log, stdout)
 
-    def run_consumer_to_end(self, idle_timeout: float = 8, **kwargs: float) -> None:
+    def run_consumer_to_end(self, idle_timeout: float = 8, **kwargs: Any) -> None:
         """A consumer that stays until it has seen nothing new for idle_timeout seconds."""
         process = self.start_consumer("--idle-timeout", str(idle_timeout), **kwargs)
         code = process.wait(600)
@@ -194,7 +201,9 @@ class Run:
                 return
             time.sleep(0.5)
 
-    def check(self) -> Row:
+    def check(self, exactly_once_from: int = 0) -> Row:
+        """exactly_once_from: in exactly-once mode, orders below this offset (partition 0) were
+        processed by at-least-once consumers before the group switched: judged from their logs."""
         self.wait_for_open_transactions()
         records = list(read_topic(BOOTSTRAP, self.orders, timeout_s=120))
         dead = list(read_topic(BOOTSTRAP, self.dlq, timeout_s=120))
@@ -214,18 +223,21 @@ class Run:
         if not self.fully_committed(records):
             self.notes.append("committed offsets short of the end")
 
+        successes = Counter(successful_order_ids(self.read("consumer-*.log")))
         if self.mode == "exactly-once":
+            before = {c: o for c, o in to_count.items() if c[1] < exactly_once_from}
+            to_count = {c: o for c, o in to_count.items() if c[1] >= exactly_once_from}
+            lost_before_switch = sum(1 for o in before.values() if o.order_id not in successes)
             states = read_states(BOOTSTRAP, self.stats, self.group)
             total = combined([state.aggregate() for state in states.values()])
             expected_total = sum((o.price for o in to_count.values()), Decimal("0.00"))
-            processed = total.count
-            lost = max(0, len(to_count) - total.count) + lost_poison
+            processed = total.count + len(before) - lost_before_switch
+            lost = max(0, len(to_count) - total.count) + lost_poison + lost_before_switch
             counted_twice = max(0, total.count - len(to_count)) + dlq_repeats + duplicates_in_topic
             if total.total_price != expected_total:
                 self.notes.append(f"total {total.total_price} != {expected_total}")
             exact = lost == 0 and counted_twice == 0 and total.total_price == expected_total
         else:
-            successes = Counter(successful_order_ids(self.read("consumer-*.log")))
             processed = len(successes)
             lost = sum(1 for o in to_count.values() if o.order_id not in successes) + lost_poison
             counted_twice = sum(n - 1 for n in successes.values()) + dlq_repeats + duplicates_in_topic

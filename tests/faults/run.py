@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from .harness import MODES, FaultBroker, Row
-from .scenarios import MODE_INDEPENDENT, SCENARIOS
+from .scenarios import SCENARIOS, modes_of
 
 COLUMNS = ("scenario", "mode", "produced", "processed", "in DLQ", "lost", "counted twice", "exact", "seconds")
 
@@ -62,7 +62,7 @@ def main(args: argparse.Namespace) -> int:
     rows: list[tuple[Row, float]] = []
     try:
         for name in args.only or SCENARIOS:
-            for mode in ["-"] if name in MODE_INDEPENDENT else (args.mode or MODES):
+            for mode in modes_of(name, args.mode or MODES):
                 started = time.monotonic()
                 row = SCENARIOS[name](broker, mode, args.orders, workdir)
                 rows.append((row, time.monotonic() - started))

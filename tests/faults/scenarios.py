@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import random
 import signal
+import subprocess
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from confluent_kafka import Producer
 from kafka_project.cluster import read_topic
 from kafka_project.order_codec import Order
 
-from .harness import BOOTSTRAP, FaultBroker, Row, Run, codec, sent_order_ids
+from .harness import BOOTSTRAP, REPO, FaultBroker, Row, Run, codec, sent_order_ids
 
 
 def consumer_killed_5_times(broker: FaultBroker, mode: str, orders: int, workdir: Path) -> Row:
@@ -116,6 +117,8 @@ def rebalance_during_retries(broker: FaultBroker, mode: str, orders: int, workdi
     second = run.start_consumer(backoff=0.05)
     run.wait_for_output("Attempt 1/3 failed", run.read("consumer-*.log").count("Attempt 1/3 failed") + 10)
     run.kill(second, signal.SIGTERM)  # leaves the group cleanly: a second rebalance
+    if second.returncode != 0:
+        run.notes.append(f"joining consumer exited {second.returncode} on SIGTERM")
     if first.wait(600) != 0:
         run.notes.append("first consumer exited non-zero")
     return run.check()
@@ -161,6 +164,95 @@ def producer_interrupted(broker: FaultBroker, mode: str, orders: int, workdir: P
     )
 
 
+def all_in_dlq(run: Run) -> Row:
+    """The check for runs where every order fails for good: each one must reach the DLQ."""
+    row = run.check()
+    if row.in_dlq != row.produced:
+        row.notes.append(f"{row.produced - (row.in_dlq or 0)} orders never reached the DLQ")
+        row.exact = False
+    return row
+
+
+def double_sigint_during_retry(broker: FaultBroker, mode: str, orders: int, workdir: Path) -> Row:
+    """Ctrl-C twice while an order waits for its next try; a restart must pick that order up."""
+    run = Run("double-sigint-during-retry", mode, workdir)
+    run.produce(orders)
+    consumer = run.start_consumer(failure_rate=1.0, backoff=0.5)
+    run.wait_for_output("Attempt 1/3 failed", 3)  # the third order waits 0.5 s for its second try
+    consumer.send_signal(signal.SIGINT)
+    time.sleep(0.2)
+    run.kill(consumer, signal.SIGINT)
+    if consumer.returncode != 130:
+        run.notes.append(f"interrupted consumer exited {consumer.returncode}, not 130")
+    run.run_consumer_to_end(failure_rate=1.0, backoff=0.0)
+    return all_in_dlq(run)
+
+
+def stdout_closed(broker: FaultBroker, mode: str, orders: int, workdir: Path) -> Row:
+    """`consumer.py | head`: the reader goes away while orders are on their way to the DLQ."""
+    run = Run("stdout-closed", mode, workdir)
+    run.produce(orders)
+    consumer = run.start_consumer(failure_rate=1.0, backoff=0.0, stdout=subprocess.PIPE)
+    assert consumer.stdout is not None
+    moved = 0
+    while moved < max(5, orders // 20) and (line := consumer.stdout.readline()):
+        moved += line.startswith(b"Moved to DLQ")
+    consumer.stdout.close()
+    if consumer.wait(60) != 141:
+        run.notes.append(f"consumer with a closed stdout exited {consumer.returncode}, not 141")
+    run.run_consumer_to_end(failure_rate=1.0, backoff=0.0)
+    return all_in_dlq(run)
+
+
+def oversized_record(broker: FaultBroker, mode: str, orders: int, workdir: Path) -> Row:
+    """A 999,700-byte record (the source topic's default limit is about 1 MB) in mid-stream."""
+    run = Run("oversized-record", mode, workdir)
+    big = b"\x8f" * 999_700
+    run.produce(orders // 2, seed=1)
+    producer = Producer({"bootstrap.servers": BOOTSTRAP})
+    producer.produce(run.orders, key=b"big", value=big)
+    assert producer.flush(30) == 0
+    run.produce(orders - orders // 2, seed=2)
+    run.run_consumer_to_end()
+    row = run.check()
+    if sum(msg.value() == big for msg in read_topic(BOOTSTRAP, run.dlq)) != 1:
+        row.notes.append("the large record is not in the DLQ exactly once, unchanged")
+        row.exact = False
+    return row
+
+
+def switch_to_exactly_once(broker: FaultBroker, mode: str, orders: int, workdir: Path) -> Row:
+    """A group consumed at-least-once, then restarted with --exactly-once on the same group."""
+    run = Run("switch-to-exactly-once", "exactly-once", workdir)
+    run.produce(orders // 2, seed=1)
+    run.run_consumer_to_end(idle_timeout=3, mode="at-least-once")
+    run.produce(orders - orders // 2, seed=2)
+    started = time.monotonic()
+    run.run_consumer_to_end(idle_timeout=3)
+    if time.monotonic() - started > 30:
+        run.notes.append(f"the exactly-once consumer took {time.monotonic() - started:.0f} s")
+    if "committed without an aggregate" not in run.read("consumer-1.log"):
+        run.notes.append("the switch was not announced")
+    row = run.check(exactly_once_from=orders // 2)
+    row.mode = "at-least-once → exactly-once"
+    return row
+
+
+def offsets_reset(broker: FaultBroker, mode: str, orders: int, workdir: Path) -> Row:
+    """kafka-consumer-groups --reset-offsets --to-earliest between two exactly-once runs: the
+    second run counts every order again from zero, once."""
+    run = Run("offsets-reset", mode, workdir)
+    run.produce(orders)
+    run.run_consumer_to_end(idle_timeout=3, failure_rate=0.0)
+    reset = [
+        *("--bootstrap-server", BOOTSTRAP, "--group", run.group, "--topic", run.orders),
+        *("--reset-offsets", "--to-earliest", "--execute"),
+    ]
+    subprocess.run([REPO / "bin/kafka-consumer-groups", *reset], check=True, capture_output=True, timeout=120)
+    run.run_consumer_to_end(idle_timeout=3, failure_rate=0.0)
+    return run.check()
+
+
 SCENARIOS: dict[str, Callable[[FaultBroker, str, int, Path], Row]] = {
     "consumer-sigkill-x5": consumer_killed_5_times,
     "kafka-sigkill": broker_killed("kafka"),
@@ -170,5 +262,19 @@ SCENARIOS: dict[str, Callable[[FaultBroker, str, int, Path], Row]] = {
     "rebalance-during-retries": rebalance_during_retries,
     "scale-out-3-consumers-1-killed": scale_out_one_killed,
     "producer-sigint": producer_interrupted,
+    "double-sigint-during-retry": double_sigint_during_retry,
+    "stdout-closed": stdout_closed,
+    "oversized-record": oversized_record,
+    "switch-to-exactly-once": switch_to_exactly_once,
+    "offsets-reset": offsets_reset,
 }
-MODE_INDEPENDENT = {"producer-sigint"}
+# Scenarios that set their modes themselves, and the one mode a scenario applies to.
+MODE_INDEPENDENT = {"producer-sigint", "switch-to-exactly-once"}
+ONLY_MODE = {"offsets-reset": "exactly-once"}
+
+
+def modes_of(name: str, modes: Sequence[str]) -> list[str]:
+    """The delivery modes a scenario runs in, out of those asked for."""
+    if name in MODE_INDEPENDENT:
+        return ["-"]
+    return [mode for mode in modes if ONLY_MODE.get(name, mode) == mode]

@@ -6,7 +6,7 @@ The full-size run with its table is `python -m tests.faults.run`.
 import pytest
 
 from .harness import MODES, FaultBroker
-from .scenarios import MODE_INDEPENDENT, SCENARIOS
+from .scenarios import SCENARIOS, modes_of
 
 ORDERS = 200
 
@@ -19,7 +19,7 @@ def fault_broker():
     broker.stop()
 
 
-CASES = [(name, mode) for name in SCENARIOS for mode in (["-"] if name in MODE_INDEPENDENT else MODES)]
+CASES = [(name, mode) for name in SCENARIOS for mode in modes_of(name, MODES)]
 
 
 @pytest.mark.parametrize(("scenario", "mode"), CASES, ids=[f"{s}-{m}" for s, m in CASES])

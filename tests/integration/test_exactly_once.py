@@ -176,3 +176,61 @@ def test_offsets_reset_with_kafka_consumer_groups_restarts_the_aggregate_at_once
     assert (summary(again)["processed"], Decimal(summary(again)["total"])) == ("40", sum(prices))
     state = read_states(bootstrap_servers, topics.stats, topics.group)[(topics.orders, 0)]
     assert (state.count, state.total, state.next_offset) == (40, sum(prices), 40)
+
+
+class TimedProducer(Producer):
+    """A real transactional producer that records how long each transaction lived on the broker:
+    from its first record (when the broker's transaction timer starts) to the end of its commit."""
+
+    def __init__(self, config: dict) -> None:
+        super().__init__(config)
+        self.first_write_at: float | None = None
+        self.lifetimes: list[float] = []
+
+    def produce(self, *args, **kwargs) -> None:
+        if self.first_write_at is None:
+            self.first_write_at = time.monotonic()
+        super().produce(*args, **kwargs)
+
+    def commit_transaction(self, *args) -> None:
+        super().commit_transaction(*args)
+        if self.first_write_at is not None:
+            self.lifetimes.append(time.monotonic() - self.first_write_at)
+        self.first_write_at = None
+
+
+def test_no_transaction_outlives_its_timeout_while_an_order_is_retried(bootstrap_servers, topics):
+    """A poison record is dead-lettered at once (the transaction is now open on the broker), then
+    an order is retried for 10 s (5 tries, 1+2+3+4 s apart): the poison's transaction must be
+    committed before that order starts, not kept open across its retries."""
+    producer = Producer({"bootstrap.servers": bootstrap_servers})
+    producer.produce(topics.orders, value=b"not an order")
+    producer.flush(30)
+    run_script("producer", "--topic", topics.orders, "--count", "1", "--interval", "0", "--quiet")
+    flags = ["--exactly-once", "--failure-rate", "1", "--max-attempts", "5", "--retry-backoff", "1"]
+    args = consumer.parse_args(
+        [
+            *consumer_args(topics, *flags, "--idle-timeout", "2", "--quiet"),
+            "--bootstrap-servers",
+            bootstrap_servers,
+        ]
+    )
+    timed = TimedProducer(transactional_producer_config(bootstrap_servers, f"{topics.group}-timed"))
+    kafka_consumer = Consumer(consumer.consumer_config(bootstrap_servers, topics.group, exactly_once=True))
+    processor = ExactlyOnceProcessor(
+        kafka_consumer,
+        DeadLetterPublisher(timed, topics.dlq, topics.group, resend_failed=False),
+        codec,
+        args,
+        new_producer=lambda: TimedProducer(transactional_producer_config(bootstrap_servers, "unused")),
+        stats_topic=topics.stats,
+        group_id=topics.group,
+    )
+    kafka_consumer.subscribe([topics.orders], on_assign=processor.on_assign, on_revoke=processor.on_revoke)
+    try:
+        consumer.consume_until_stopped(kafka_consumer, processor, args, threading.Event())
+        processor.finish(clean=True)
+    finally:
+        kafka_consumer.close()
+    assert len(records(bootstrap_servers, topics.dlq)) == 2
+    assert timed.lifetimes and max(timed.lifetimes) < 2.0, timed.lifetimes  # MAX_TRANSACTION_S is 1 s

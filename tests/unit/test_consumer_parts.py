@@ -1,12 +1,16 @@
 """The consumer's pure parts: retry policy, running average, commit positions."""
 
+import itertools
 import random
+import time
 from decimal import Decimal
 
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 
 from kafka_project.consumer.aggregate import RunningAverage
 from kafka_project.consumer.consumer import batch_size_for
+from kafka_project.consumer.exactly_once import retry_retriable
 from kafka_project.consumer.offsets import OffsetTracker
 from kafka_project.consumer.retry import (
     PermanentFailure,
@@ -178,3 +182,30 @@ def test_records_per_poll_keep_retry_time_between_polls_bounded(attempts, backof
     policy = RetryPolicy(attempts, backoff)
     assert policy.worst_case_s() == pytest.approx(worst_case)
     assert batch_size_for(policy) == batch
+
+
+def test_retriable_transactional_calls_pause_between_tries_and_give_up_in_time():
+    calls: list[float] = []
+
+    def always_retriable() -> None:
+        calls.append(time.monotonic())
+        raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "coordinator busy", retriable=True))
+
+    started = time.monotonic()
+    with pytest.raises(KafkaException):
+        retry_retriable(always_retriable, timeout_s=1.0)
+    assert time.monotonic() - started <= 1.1
+    assert 3 <= len(calls) <= 6  # 0.05, 0.1, 0.2, 0.4 s pauses: not a busy loop
+    assert all(later - earlier >= 0.04 for earlier, later in itertools.pairwise(calls))
+
+
+def test_non_retriable_transactional_errors_are_raised_at_once():
+    calls = []
+
+    def fatal() -> None:
+        calls.append(1)
+        raise KafkaException(KafkaError(KafkaError._FENCED, "fenced", fatal=True))
+
+    with pytest.raises(KafkaException):
+        retry_retriable(fatal)
+    assert calls == [1]
