@@ -22,12 +22,13 @@ import argparse
 import os
 import statistics
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from kafka_project.cluster import client_config, produce, read_topic
@@ -172,7 +173,10 @@ class RestoreBench:
                 offsets = [
                     TopicPartition(history.orders, partition, next_offset, aggregate_to_metadata(aggregate))
                 ]
-                history.last[partition] = (next_offset, RunningAverage(aggregate.count, aggregate.total_price))
+                history.last[partition] = (
+                    next_offset,
+                    RunningAverage(aggregate.count, aggregate.total_price),
+                )
                 if i == commits - 1:
                     committer.poll(0)
                     committer.commit(offsets=offsets, asynchronous=False)  # the final aggregate
@@ -212,6 +216,9 @@ class RestoreBench:
             ]
         )
         consumer = Consumer(consumer_script.consumer_config(self.bootstrap, args.group_id, exactly_once=True))
+        # As consumer.py's main() does before subscribing: this also connects the consumer.
+        if not consumer_script.topics_ready(consumer, args, threading.Event()):
+            raise RuntimeError("topics not ready")
         processor = consumer_script.make_processor(consumer, codec, args)
         assert isinstance(processor, ExactlyOnceProcessor)
         committed: list[TopicPartition] = []
@@ -264,18 +271,19 @@ class RestoreBench:
                 future.result(30)
 
 
-def check(history: History, join: Join) -> None:
-    """The restored aggregate and offset of every partition must be the last ones committed."""
-    for partition in range(len(join.restored)):
-        offset, aggregate = join.restored[partition]
+def check(history: History, join: Join, partitions: int) -> None:
+    """Every partition's restored aggregate and offset must be the last ones committed for it."""
+    if sorted(join.restored) != list(range(partitions)):
+        raise SystemExit(
+            f"restore FAILED after {history.commits:,} commits: assigned {sorted(join.restored)}"
+        )
+    for partition, (offset, aggregate) in join.restored.items():
         expected_offset, expected = history.last.get(partition, (None, RunningAverage()))
         if aggregate != expected or (expected_offset is not None and offset != expected_offset):
             raise SystemExit(
                 f"restore FAILED after {history.commits:,} commits, partition {partition}: restored "
                 f"{aggregate} at offset {offset}, last committed {expected} at offset {expected_offset}"
             )
-    if len(join.restored) != len(set(join.restored)) or not join.restored:
-        raise SystemExit(f"restore FAILED after {history.commits:,} commits: assigned {join.restored}")
 
 
 def timed(label: str, action: Callable[[], object]) -> object:
@@ -297,16 +305,17 @@ def main() -> int:
             joins: list[Join] = []
             for _ in range(JOINS):
                 joins.append(bench.join(history))
-                check(history, joins[-1])
+                check(history, joins[-1], args.partitions)
             reads = [bench.read_stats(history) for _ in range(READS)]
             records = {count for _, count in reads}
             if records != {commits}:
                 raise SystemExit(f"stats topic holds {records} snapshot records, expected {commits:,}")
+            (snapshots,) = records
             restored = sum(aggregate.count for _, aggregate in joins[0].restored.values())
             rows.append(
                 (
                     f"{commits:,}",
-                    f"{commits:,}",
+                    f"{snapshots:,}",
                     f"{statistics.median(j.seconds for j in joins):.3f}",
                     " / ".join(f"{j.seconds:.3f}" for j in joins),
                     f"{statistics.median(j.on_assign_seconds for j in joins) * 1000:.1f}",
@@ -340,7 +349,10 @@ def format_table(rows: list[tuple[str, ...]]) -> str:
     cells = [header, *rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
     lines = [
-        "  ".join(cell.rjust(w) if i != 3 else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))).rstrip()
+        "  ".join(
+            cell.rjust(w) if i != 3 else cell.ljust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
         for row in cells
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))

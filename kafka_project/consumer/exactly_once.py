@@ -290,5 +290,6 @@ class ExactlyOnceProcessor(OrderProcessor):
         if self.txn and clean:
             self.commit()
         elif self.txn:  # after an error nothing of the open transaction may become visible
+            txn, self.txn = self.txn, None  # close() runs on_revoke next: nothing left to commit there
             reason = KafkaError(KafkaError._DESTROY, "consumer stopping after an error")
-            self.abort(self.txn, reason, recover=False)
+            self.abort(txn, reason, recover=False)
