@@ -160,7 +160,7 @@ def consume_until_stopped(
         if first is not None and batch_size > 1:
             messages += consumer.consume(num_messages=batch_size - 1, timeout=0)
         processor.dlq.poll()  # serve DLQ acknowledgements: they release offsets
-        # Still joining the group is not idleness; owning no partitions after joining is.
+        # (Re)joining the group is not idleness; owning no partitions once assigned is.
         if messages or not processor.joined:
             last_active = time.monotonic()
         elif args.idle_timeout is not None and time.monotonic() - last_active > args.idle_timeout:

@@ -53,7 +53,9 @@ class OrderProcessor:
         # The partitions this consumer owns now; a record polled before its partition was revoked
         # (consume() can run on_revoke after poll() returned it) belongs to the new owner.
         self.assigned: set[PartitionKey] = set()
-        self.joined = False  # the group gave this consumer its first assignment, possibly empty
+        # Between a revoke and the next assignment the consumer is (re)joining the group, which is
+        # not idleness; once assigned, even nothing, --idle-timeout counts.
+        self.joined = False
 
     # -- the per-record logic -------------------------------------------------------------
     def handle(self, msg: Message) -> None:
@@ -117,6 +119,7 @@ class OrderProcessor:
         self.assigned.update(partition_key(tp) for tp in partitions)
 
     def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.joined = False
         self.assigned.difference_update(partition_key(tp) for tp in partitions)
 
     def finish(self, clean: bool) -> None:

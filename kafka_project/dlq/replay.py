@@ -153,7 +153,8 @@ def run_replay(args: argparse.Namespace) -> int:
         tally = replay(args, stop_on_signals())
     except KafkaException as exc:
         raise UserError(f"replay failed: {exc.args[0].str()}") from exc
+    names = {"replayed": "would_replay"} if args.dry_run else {}  # a dry run sent nothing
     if args.dry_run:
         print("Dry run: nothing was sent or committed.")
-    print("Summary: " + " ".join(f"{name}={count}" for name, count in tally.items()))
+    print("Summary: " + " ".join(f"{names.get(name, name)}={count}" for name, count in tally.items()))
     return 0
