@@ -27,6 +27,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -113,7 +114,7 @@ class RestoreBench:
         self.topics: list[str] = []
         self.groups: list[str] = []
 
-    def topic(self, name: str, partitions: int = 1, **config: str) -> str:
+    def topic(self, name: str, partitions: int = 1, /, **config: str) -> str:
         topic = f"bench-restore-{name}-{uuid.uuid4().hex[:6]}"
         for future in self.admin.create_topics([NewTopic(topic, partitions, 1, config=config)]).values():
             future.result(30)
@@ -323,7 +324,7 @@ def main() -> int:
     try:
         for commits in args.commits:
             print(f"{commits:,} commits:", file=sys.stderr)
-            history = timed("history written", lambda n=commits: bench.history(n))
+            history = timed("history written", partial(bench.history, commits))
             joins: list[Join] = []
             for _ in range(JOINS):
                 joins.append(bench.join(history))

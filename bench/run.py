@@ -48,6 +48,7 @@ REPO = Path(__file__).resolve().parents[1]
 PRODUCER = REPO / "kafka_project/producer/producer.py"
 CONSUMER = REPO / "kafka_project/consumer/consumer.py"
 codec = OrderCodec()
+Command = list[str | Path]  # what subprocess runs
 
 
 def parse_args() -> argparse.Namespace:
@@ -79,13 +80,13 @@ class Bench:
             future.result(30)
         return topic
 
-    def timed(self, command: list[str]) -> tuple[float, str]:
+    def timed(self, command: Command) -> tuple[float, str]:
         started = time.perf_counter()
         result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, check=True)
         return time.perf_counter() - started, result.stdout
 
     # -- 1. producer ---------------------------------------------------------------------------
-    def producer_command(self, topic: str, count: int, interval: float = 0) -> list:
+    def producer_command(self, topic: str, count: int, interval: float = 0) -> Command:
         """The project's producer as a user runs it, quiet."""
         return [sys.executable, PRODUCER, "--bootstrap-servers", self.bootstrap, "--topic", topic,
                 "--count", str(count), "--interval", str(interval), "--quiet"]  # fmt: skip
@@ -126,7 +127,7 @@ class Bench:
         stats = self.topic("stats")
 
         def run(source: str) -> float:
-            command = [
+            command: Command = [
                 sys.executable,
                 CONSUMER,
                 "--bootstrap-servers",
@@ -205,7 +206,7 @@ class Bench:
             Producer(dlq_producer_config(self.bootstrap)), self.topic("dlq"), args.group_id
         )
         processor = TimedProcessor(consumer, dlq, codec, args)
-        consumer.subscribe([topic])
+        consumer.subscribe([topic], on_assign=processor.on_assign, on_revoke=processor.on_revoke)
         while not consumer.assignment():
             consumer.poll(0.1)
         worker = threading.Thread(target=consume_until_stopped, args=(consumer, processor, args, stop))
@@ -262,6 +263,7 @@ class Bench:
             codec.decode(msg.value())
             consumer.commit(message=msg, asynchronous=False)
             seen += 1
+        assert started is not None  # count >= 1: the clock started at the first message
         rate = count / (time.perf_counter() - started)
         consumer.close()
         return rate

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Callable
@@ -21,18 +22,17 @@ __all__ = ["UserError"]
 DEFAULT_BOOTSTRAP_SERVERS = "localhost:9092"
 EXIT_STDOUT_CLOSED = 141  # 128 + SIGPIPE (13): what a shell reports for `yes | head -1`
 Number = TypeVar("Number", int, float)
+Default = TypeVar("Default")
 
 
-def env_default(name: str, default: str | None) -> str | None:
+def env_default(name: str, default: Default) -> str | Default:
     return os.environ.get(name) or default
 
 
-def add_env_flag(
-    parser: argparse.ArgumentParser, flag: str, env: str, default: str, what: str, **options: object
-) -> None:
+def add_env_flag(parser: argparse.ArgumentParser, flag: str, env: str, default: str, what: str) -> None:
     """A flag whose default comes from an environment variable, and whose help says so."""
     parser.add_argument(
-        flag, default=env_default(env, default), help=f"{what} (env {env}; default %(default)s)", **options
+        flag, default=env_default(env, default), help=f"{what} (env {env}; default %(default)s)"
     )
 
 
@@ -162,20 +162,53 @@ positive_int = checked(int, lambda value: value >= 1, "is not a positive whole n
 port_number = checked(int, lambda value: 1 <= value <= 65535, "is not a port number (1-65535)")
 
 
+SIGNALS_TO_QUIT_NOW = 3
+
+
 def stop_on_signals() -> threading.Event:
-    """The first Ctrl-C or SIGTERM asks for a clean stop; a second Ctrl-C stops at once."""
+    """The first Ctrl-C or SIGTERM asks for a clean stop. A second Ctrl-C stops the work at once
+    (KeyboardInterrupt) but still lets what is done be committed; a third quits on the spot."""
     stop = threading.Event()
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        print("stopping now (Ctrl-C again to quit without waiting)", file=sys.stderr)
+        raise KeyboardInterrupt
 
     def request_stop(signum: int, _frame: object) -> None:
         stop.set()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGINT, interrupt)
         print(
             f"\n{signal.Signals(signum).name}: finishing up (Ctrl-C again to quit at once)", file=sys.stderr
         )
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
+    quit_on_repeated_signals()
     return stop
+
+
+def quit_on_repeated_signals() -> None:
+    """Python runs signal handlers only between bytecodes, so a call blocked inside librdkafka (a
+    transactional call while the broker is down can block for as long as the outage) would ignore
+    every Ctrl-C. A thread watching the signal wake-up fd counts them and, at the third, exits at
+    once: nothing more is committed, so whatever is not done is delivered again next time."""
+    reader, writer = socket.socketpair()
+    writer.setblocking(False)
+    signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+
+    def watch() -> None:
+        seen = 0
+        while data := reader.recv(64):
+            seen += sum(1 for number in data if number in (signal.SIGINT, signal.SIGTERM))
+            if seen >= SIGNALS_TO_QUIT_NOW:
+                os.write(2, b"\nquitting now: nothing more is committed; what is not done comes again\n")
+                os._exit(130)
+
+    threading.Thread(target=watch, args=(), daemon=True, name="quit-on-signals").start()
+    _keep_alive.append(writer)  # the wake-up fd must stay open for the life of the process
+
+
+_keep_alive: list[socket.socket] = []
 
 
 def run(main: Callable[[], int | None]) -> None:

@@ -8,8 +8,9 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -228,9 +229,9 @@ def read_topic(bootstrap_servers: str, topic: str, timeout_s: float = 30.0) -> I
             msg = consumer.poll(0.5)
             if msg is None:
                 continue
-            if msg.error():
-                if msg.error().code() != KafkaError._PARTITION_EOF:
-                    raise KafkaException(msg.error())
+            if error := msg.error():
+                if error.code() != KafkaError._PARTITION_EOF:
+                    raise KafkaException(error)
                 unfinished.discard(msg.partition())
                 continue
             yield msg
@@ -240,7 +241,21 @@ def read_topic(bootstrap_servers: str, topic: str, timeout_s: float = 30.0) -> I
         consumer.close()
 
 
-def produce(producer: Producer, topic: str, **record: object) -> None:
+# Record headers as Producer.produce takes them: a list of its exact type, as lists are invariant.
+Headers = list[tuple[str, str | bytes | None]]
+
+
+class Record(TypedDict, total=False):
+    """The keyword arguments of Producer.produce that produce() passes on."""
+
+    key: bytes | None
+    value: bytes | None
+    partition: int
+    headers: Headers
+    on_delivery: Callable[[KafkaError | None, Message], None]
+
+
+def produce(producer: Producer, topic: str, **record: Unpack[Record]) -> None:
     """Producer.produce that waits for room when the local queue is full instead of failing."""
     while True:
         try:

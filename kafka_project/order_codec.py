@@ -18,11 +18,13 @@ from pathlib import Path
 
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
+from fastavro.types import Schema
 
 from kafka_project.errors import InvalidInputError, where_not_utf8
 
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "order.avsc"
 SINGLE_OBJECT_MARKER = b"\xc3\x01"
+ORDER_FIELDS = {"orderId", "product", "price"}
 HEADER_SIZE = len(SINGLE_OBJECT_MARKER) + 8
 CENT = Decimal("0.01")
 # Anything above this is a data error, not a sale (the producer stays far below it).
@@ -59,7 +61,7 @@ class Order:
         return f"{{'orderId': '{self.order_id}', 'product': '{self.product}', 'price': {self.price}}}"
 
 
-def load_schema(path: Path = SCHEMA_PATH) -> dict:
+def load_schema(path: Path = SCHEMA_PATH) -> Schema:
     """Read and parse an Avro schema file, with one clear error for every way it can be wrong."""
     try:
         text = Path(path).read_bytes().decode("utf-8")
@@ -68,14 +70,20 @@ def load_schema(path: Path = SCHEMA_PATH) -> dict:
     except UnicodeDecodeError as exc:
         raise SchemaFileError(f"schema file {path} is not UTF-8 ({where_not_utf8(exc)})") from None
     try:
-        return fastavro.parse_schema(json.loads(text))
+        schema = fastavro.parse_schema(json.loads(text))
     except json.JSONDecodeError as exc:
         raise SchemaFileError(f"schema file {path} is not valid JSON: {exc}") from exc
     except (fastavro.schema.SchemaParseException, TypeError, KeyError, ValueError) as exc:
         raise SchemaFileError(f"schema file {path} is not a valid Avro schema: {exc}") from exc
+    fields = {field["name"] for field in schema.get("fields", [])} if isinstance(schema, dict) else set()
+    if missing := ORDER_FIELDS - fields:
+        raise SchemaFileError(
+            f"schema file {path} is valid Avro but not an order record: no {', '.join(sorted(missing))}"
+        )
+    return schema
 
 
-def schema_fingerprint(schema: dict) -> bytes:
+def schema_fingerprint(schema: Schema) -> bytes:
     """CRC-64-AVRO of the schema's Parsing Canonical Form, as the 8 little-endian bytes on the wire."""
     return bytes.fromhex(fingerprint(to_parsing_canonical_form(schema), "CRC-64-AVRO"))
 
@@ -106,6 +114,7 @@ class OrderCodec:
             raise InvalidOrderError(f"malformed Avro body: {exc or type(exc).__name__}") from exc
         if body.tell() != len(value):
             raise InvalidOrderError(f"{len(value) - body.tell()} unexpected bytes after the record")
+        assert isinstance(record, dict)  # the order schema is a record
         return validate(Order(record["orderId"], record["product"], record["price"]))
 
     def _describe_unknown(self, value: bytes) -> str:

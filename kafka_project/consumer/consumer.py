@@ -119,6 +119,9 @@ def consumer_config(bootstrap_servers: str, group_id: str, exactly_once: bool = 
             # auto-commit then commits stored offsets (never merely polled ones), and so does close().
             # Exactly-once: offsets are committed only inside transactions.
             "enable.auto.offset.store": False,
+            # The rebalance callbacks assume the eager protocol (every rebalance revokes all, and
+            # exactly-once assigns with its own offsets); --config cannot switch to cooperative.
+            "partition.assignment.strategy": "range,roundrobin",
             "enable.auto.commit": not exactly_once,
             "auto.commit.interval.ms": 1000,
             "isolation.level": "read_committed",
@@ -158,7 +161,12 @@ def consume_until_stopped(
         first = consumer.poll(POLL_TIMEOUT_S)
         messages = [] if first is None else [first]
         if first is not None and batch_size > 1:
+            rebalances = processor.rebalances
             messages += consumer.consume(num_messages=batch_size - 1, timeout=0)
+            if processor.rebalances != rebalances:
+                # consume() ran a rebalance after poll() returned `first`: its partition may have
+                # been revoked and assigned again (and re-seeked); it comes again if still ours.
+                messages = messages[1:]
         processor.dlq.poll()  # serve DLQ acknowledgements: they release offsets
         # (Re)joining the group is not idleness; owning no partitions once assigned is.
         if messages or not processor.joined:

@@ -11,11 +11,12 @@ offset (one committed() call, whatever the history), and consumption starts at t
 
 from __future__ import annotations
 
+import argparse
 import sys
 import threading
 import time
-from collections.abc import Callable
-from contextlib import suppress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from copy import copy
 from dataclasses import dataclass, field
 
@@ -32,16 +33,16 @@ from confluent_kafka import (
 from kafka_project.cluster import client_config, produce
 from kafka_project.consumer.aggregate import RunningAverage
 from kafka_project.consumer.offsets import PartitionKey
-from kafka_project.consumer.processor import OrderProcessor, partition_key
+from kafka_project.consumer.processor import OrderProcessor, offset_of, partition_key
 from kafka_project.consumer.state import (
     PartitionState,
     aggregate_from_metadata,
     aggregate_to_metadata,
     combined,
 )
-from kafka_project.dlq.dlq_producer import DLQ_MAX_MESSAGE_BYTES
+from kafka_project.dlq.dlq_producer import DLQ_MAX_MESSAGE_BYTES, DeadLetterPublisher
 from kafka_project.errors import UserError
-from kafka_project.order_codec import Order
+from kafka_project.order_codec import Order, OrderCodec
 
 MAX_TRANSACTION_S = 1.0  # bounds the work an abort repeats, far below transaction.timeout.ms
 TRANSACTION_TIMEOUT_MS = 10000
@@ -85,7 +86,8 @@ def retry_retriable(call: Callable[[], None], timeout_s: float = API_TIMEOUT_S) 
     pause = 0.05
     while True:
         try:
-            call()
+            with said_if_blocked(timeout_s):
+                call()
             return
         except KafkaException as exc:
             if not exc.args[0].retriable() or time.monotonic() + pause > deadline:
@@ -94,23 +96,54 @@ def retry_retriable(call: Callable[[], None], timeout_s: float = API_TIMEOUT_S) 
         pause = min(2 * pause, 1.0)
 
 
+@contextmanager
+def said_if_blocked(after_s: float) -> Iterator[None]:
+    """One line on stderr if a transactional call has not returned after after_s: while the group
+    coordinator is down, librdkafka can block in it for the whole outage, ignoring its timeout
+    (and Python's Ctrl-C handling, which only a third Ctrl-C gets through)."""
+    timer = threading.Timer(
+        after_s,
+        lambda: print(
+            f"kafka: a transaction call has been waiting {after_s:.0f} s for the broker; still "
+            "waiting (nothing is committed meanwhile; Ctrl-C three times quits at once)",
+            file=sys.stderr,
+        ),
+    )
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
+def init_transactions(producer: Producer) -> None:
+    try:
+        producer.init_transactions(API_TIMEOUT_S)
+    except KafkaException as exc:
+        raise UserError(f"cannot start Kafka transactions: {exc.args[0].str()}") from exc
+
+
 class ExactlyOnceProcessor(OrderProcessor):
     def __init__(
         self,
-        *args: object,
+        consumer: Consumer,
+        dlq: DeadLetterPublisher,
+        codec: OrderCodec,
+        args: argparse.Namespace,
+        *,
         new_producer: Callable[[], Producer],
         stats_topic: str,
         group_id: str,
-        **kwargs: object,
     ):
-        super().__init__(*args, **kwargs)
+        super().__init__(consumer, dlq, codec, args)
         self.new_producer = new_producer  # a transactional producer with a transactional.id of its own
         self.stats_topic = stats_topic
         self.group_id = group_id
         self.aggregates: dict[PartitionKey, RunningAverage] = {}
         self.txn: Transaction | None = None
         self.rewound: set[PartitionKey] = set()  # partitions an abort rewound during the current batch
-        self.producer.init_transactions(API_TIMEOUT_S)
+        init_transactions(self.producer)
 
     @property
     def producer(self) -> Producer:
@@ -127,14 +160,14 @@ class ExactlyOnceProcessor(OrderProcessor):
 
     def handle(self, msg: Message) -> None:
         key = partition_key(msg)
+        if self.txn and not self.room_for_one_more_record(self.txn):
+            self.commit()  # if it aborts, it rewinds: check that below
         if key in self.rewound:
             return  # an abort in this batch rewound the partition: the record comes again
-        if self.txn and not self.room_for_one_more_record(self.txn):
-            self.commit()
         if self.txn is None:
             self.txn = Transaction(saved_retries=self.retries)
         if key not in self.txn.first_offsets:
-            self.txn.first_offsets[key] = msg.offset()
+            self.txn.first_offsets[key] = offset_of(msg)
             self.txn.saved_aggregates[key] = copy(self.aggregates.setdefault(key, RunningAverage()))
         try:
             if not self.txn.begun:
@@ -145,7 +178,7 @@ class ExactlyOnceProcessor(OrderProcessor):
             txn, self.txn = self.txn, None
             self.abort(txn, exc.args[0])
             return
-        self.txn.next_offsets[key] = msg.offset() + 1
+        self.txn.next_offsets[key] = offset_of(msg) + 1
         if time.monotonic() - self.txn.started_at > MAX_TRANSACTION_S:
             self.commit()
 
@@ -227,7 +260,8 @@ class ExactlyOnceProcessor(OrderProcessor):
                 self.aggregates.pop(key)  # no longer ours: its new owner restores the committed state
         if refusal := self.dlq.take_refusal():
             raise refusal  # the DLQ will never take that record: one clear error, not a loop
-        print(f"transaction aborted ({reason.str()}); reprocessing from the last commit", file=sys.stderr)
+        then = "reprocessing from the last commit" if recover else "the next start processes its records"
+        print(f"transaction aborted ({reason.str()}); {then}", file=sys.stderr)
 
     def restart_producer(self, error: KafkaError) -> None:
         """Carry on as a restarted consumer would: a new transactional producer, and every assigned
@@ -242,7 +276,7 @@ class ExactlyOnceProcessor(OrderProcessor):
         with suppress(KafkaException):  # close() still frees the client when its abort is refused
             fenced.close()
         self.dlq.producer = self.new_producer()
-        self.producer.init_transactions(API_TIMEOUT_S)
+        init_transactions(self.producer)
         self.aggregates.clear()
         for tp in self.restore(self.consumer.assignment()):
             start = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING  # nothing committed yet
@@ -291,5 +325,5 @@ class ExactlyOnceProcessor(OrderProcessor):
             self.commit()
         elif self.txn:  # after an error nothing of the open transaction may become visible
             txn, self.txn = self.txn, None  # close() runs on_revoke next: nothing left to commit there
-            reason = KafkaError(KafkaError._DESTROY, "consumer stopping after an error")
+            reason = KafkaError(KafkaError._DESTROY, "consumer stopping mid-transaction")
             self.abort(txn, reason, recover=False)

@@ -8,6 +8,8 @@ keeps the commit position at or below its offset, and it is delivered again.
 
 from __future__ import annotations
 
+import heapq
+
 PartitionKey = tuple[str, int]  # (topic, partition)
 
 
@@ -15,10 +17,14 @@ class OffsetTracker:
     def __init__(self) -> None:
         self._next: dict[PartitionKey, int] = {}  # one past the highest offset received
         self._pending: dict[PartitionKey, set[int]] = {}  # received, not done yet
+        # The same offsets as a min-heap, so that the lowest is found in O(log n) even with many
+        # DLQ copies in flight; offsets done since they were pushed are dropped lazily.
+        self._lowest: dict[PartitionKey, list[int]] = {}
 
     def received(self, key: PartitionKey, offset: int) -> None:
         """The record is being worked on: it holds the commit position until done() is called."""
         self._pending.setdefault(key, set()).add(offset)
+        heapq.heappush(self._lowest.setdefault(key, []), offset)
         self._next[key] = max(self._next.get(key, 0), offset + 1)
 
     def done(self, key: PartitionKey, offset: int) -> None:
@@ -30,11 +36,14 @@ class OffsetTracker:
         """The offset to commit (the next to read); None for a partition with nothing received."""
         if key not in self._next:
             return None
-        pending = self._pending[key]
-        return min(pending) if pending else self._next[key]
+        pending, lowest = self._pending[key], self._lowest[key]
+        while lowest and lowest[0] not in pending:
+            heapq.heappop(lowest)
+        return lowest[0] if lowest else self._next[key]
 
     def forget(self, keys: list[PartitionKey]) -> None:
         """Drop revoked partitions: their new owner starts from the committed offset."""
         for key in keys:
             self._next.pop(key, None)
             self._pending.pop(key, None)
+            self._lowest.pop(key, None)

@@ -28,7 +28,15 @@ FLUSH_TIMEOUT_S = 30.0
 def partition_key(msg: Message | TopicPartition) -> PartitionKey:
     if isinstance(msg, TopicPartition):
         return msg.topic, msg.partition
-    return msg.topic(), msg.partition()
+    topic, partition = msg.topic(), msg.partition()
+    assert topic is not None and partition is not None  # set on every consumed record
+    return topic, partition
+
+
+def offset_of(msg: Message) -> int:
+    offset = msg.offset()
+    assert offset is not None  # set on every consumed record
+    return offset
 
 
 class OrderProcessor:
@@ -56,6 +64,8 @@ class OrderProcessor:
         # Between a revoke and the next assignment the consumer is (re)joining the group, which is
         # not idleness; once assigned, even nothing, --idle-timeout counts.
         self.joined = False
+        self.rebalances = 0  # rebalance callbacks run so far: a batch polled across one is suspect
+        self.finished = False  # finish() ran: close()'s revoke has nothing left to wait for
 
     # -- the per-record logic -------------------------------------------------------------
     def handle(self, msg: Message) -> None:
@@ -86,11 +96,11 @@ class OrderProcessor:
         for msg in messages:
             if stop.is_set():
                 return  # the rest are not marked done, so they are redelivered next time
-            if msg.error():
-                if msg.error().fatal():
-                    raise UserError(f"Kafka consumer failed: {msg.error().str()}")
+            if error := msg.error():
+                if error.fatal():
+                    raise UserError(f"Kafka consumer failed: {error.str()}")
                 self.errors += 1
-                print(f"kafka: {msg.error().str()}", file=sys.stderr)
+                print(f"kafka: {error.str()}", file=sys.stderr)
                 continue
             if partition_key(msg) not in self.assigned:
                 continue  # revoked since it was polled: its new owner reads it from the committed offset
@@ -116,10 +126,12 @@ class OrderProcessor:
 
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.joined = True
+        self.rebalances += 1
         self.assigned.update(partition_key(tp) for tp in partitions)
 
     def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.joined = False
+        self.rebalances += 1
         self.assigned.difference_update(partition_key(tp) for tp in partitions)
 
     def finish(self, clean: bool) -> None:
@@ -130,13 +142,15 @@ class AtLeastOnceProcessor(OrderProcessor):
     """An offset is stored once every record below it is done (its order counted or its DLQ copy
     acknowledged); auto-commit and close() commit stored offsets, never merely polled ones."""
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self, consumer: Consumer, dlq: DeadLetterPublisher, codec: OrderCodec, args: argparse.Namespace
+    ) -> None:
+        super().__init__(consumer, dlq, codec, args)
         self.offsets = OffsetTracker()
         self.aggregate = RunningAverage()
 
     def handle(self, msg: Message) -> None:
-        self.offsets.received(partition_key(msg), msg.offset())
+        self.offsets.received(partition_key(msg), offset_of(msg))
         super().handle(msg)
 
     def process(self, messages: list[Message], stop: threading.Event) -> None:
@@ -150,13 +164,13 @@ class AtLeastOnceProcessor(OrderProcessor):
 
     def count(self, msg: Message, order: Order) -> None:
         self.aggregate.add(order.price)
-        self.offsets.done(partition_key(msg), msg.offset())
+        self.offsets.done(partition_key(msg), offset_of(msg))
 
     def running_average(self) -> RunningAverage:
         return self.aggregate
 
     def dead_letter(self, msg: Message, error: Exception, attempts: int, label: str) -> None:
-        key, offset = partition_key(msg), msg.offset()
+        key, offset = partition_key(msg), offset_of(msg)
 
         def acked() -> None:
             self.offsets.done(key, offset)
@@ -173,7 +187,7 @@ class AtLeastOnceProcessor(OrderProcessor):
 
     def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Before partitions move to another consumer: finish their DLQ writes and commit."""
-        self.dlq.flush(FLUSH_TIMEOUT_S)
+        self.dlq.flush(0 if self.finished else FLUSH_TIMEOUT_S)
         try:
             consumer.commit(asynchronous=False)
         except KafkaException as exc:
@@ -184,6 +198,7 @@ class AtLeastOnceProcessor(OrderProcessor):
 
     def finish(self, clean: bool) -> None:
         # DLQ copies acknowledged first (they store their offsets); close() then commits them.
+        self.finished = True
         unacked = self.dlq.flush(FLUSH_TIMEOUT_S)
         if unacked:
             print(

@@ -83,10 +83,11 @@ def read_states(bootstrap_servers: str, stats_topic: str, group: str) -> dict[Pa
     """The latest committed snapshot of each partition the group has processed."""
     latest: dict[PartitionKey, PartitionState] = {}
     for msg in read_topic(bootstrap_servers, stats_topic):
-        if msg.value() is None:
+        value = msg.value()
+        if value is None:
             continue
         try:
-            state = PartitionState.from_json(msg.value())
+            state = PartitionState.from_json(value)
         except (ValueError, KeyError, TypeError, ArithmeticError):
             print(f"warning: {stats_topic} offset {msg.offset()} is not a snapshot; ignored", file=sys.stderr)
             continue

@@ -37,7 +37,7 @@ from kafka_project.cli import (
 )
 from kafka_project.cluster import client_config, produce, read_topic
 from kafka_project.dlq import replay
-from kafka_project.dlq.headers import Headers, describe, dlq_headers
+from kafka_project.dlq.headers import Headers, describe, dlq_headers, received_headers
 from kafka_project.errors import UserError
 from kafka_project.order_codec import OrderCodec, OrderDecodeError
 
@@ -136,11 +136,12 @@ def format_dlq_record(msg: Message, codec: OrderCodec) -> str:
     try:
         body = f"order: {codec.decode(msg.value())}"
     except OrderDecodeError as exc:
-        size = "null" if msg.value() is None else f"{len(msg.value())} bytes"
+        value = msg.value()
+        size = "null" if value is None else f"{len(value)} bytes"
         body = f"value: {size}, not an order ({exc})"
     headers = "".join(
         f"\n  {name}: {value.decode(errors='replace') if value is not None else None}"
-        for name, value in msg.headers() or []
+        for name, value in received_headers(msg)
     )
     return f"{describe(msg)}\n  {body}{headers}"
 
@@ -157,11 +158,11 @@ def dlq_record_as_json(msg: Message, codec: OrderCodec) -> str:
             "topic": msg.topic(),
             "partition": msg.partition(),
             "offset": msg.offset(),
-            "key": msg.key().decode(errors="replace") if msg.key() is not None else None,
+            "key": None if (key := msg.key()) is None else key.decode(errors="replace"),
             "order": order,
             "not_an_order": problem,
             "headers": {
-                k: v.decode(errors="replace") if v is not None else None for k, v in msg.headers() or []
+                k: v.decode(errors="replace") if v is not None else None for k, v in received_headers(msg)
             },
         }
     )

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import cast
 
 from confluent_kafka import Message
 
+from kafka_project.cluster import Headers
+
 HEADER_PREFIX = "dlq."
-Headers = list[tuple[str, bytes]]
+# A consumed record's headers, as librdkafka hands them over: (name, value or None) pairs.
+ReceivedHeaders = list[tuple[str, bytes | None]]
 # Keeps the headers' size small and known, so a DLQ copy always fits (see DLQ_MAX_MESSAGE_BYTES).
 MAX_ERROR_MESSAGE_CHARS = 500
 
@@ -28,9 +32,17 @@ def dlq_headers(
         "consumer.group": group_id,
         "failed.at": failed_at.isoformat(timespec="milliseconds"),
     }
-    return list(original.headers() or []) + [
-        (HEADER_PREFIX + name, str(value).encode()) for name, value in added.items()
+    return [
+        *received_headers(original),
+        *((HEADER_PREFIX + name, str(value).encode()) for name, value in added.items()),
     ]
+
+
+def received_headers(msg: Message) -> ReceivedHeaders:
+    """The record's headers; [] when it has none."""
+    # The stub also allows a dict and str values (what Message() may be built with by hand); a
+    # consumed record's headers are always a list of (str, bytes | None).
+    return cast(ReceivedHeaders, msg.headers() or [])
 
 
 def describe(msg: Message) -> str:

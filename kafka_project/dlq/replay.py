@@ -4,8 +4,8 @@ Each replayed record keeps its key, value and original headers, drops the `dlq.*
 failure and carries `dlq.replay.count` (one more than before). A record already replayed
 --max-replays times is refused rather than sent round the loop again. Progress is committed to the
 replay's own consumer group after the broker acknowledged each replayed record, so running the
-same replay twice never sends a record twice; records a run passes over (filtered out or refused)
-are not revisited by that group either.
+same replay again does not send it again (only a crash between that acknowledgement and the commit
+does); records a run passes over (filtered out or refused) are not revisited by that group either.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from kafka_project.cli import stop_on_signals
 from kafka_project.cluster import client_config, produce, require_topics
-from kafka_project.dlq.headers import HEADER_PREFIX, describe
+from kafka_project.dlq.headers import HEADER_PREFIX, describe, received_headers
 from kafka_project.errors import UserError
 from kafka_project.producer.producer import producer_config
 
@@ -32,20 +32,25 @@ class Decision:
     action: str  # "replay", "skip" or "refuse"
     reason: str = ""
     target: str = ""
-    headers: tuple[tuple[str, bytes], ...] = ()
+    headers: tuple[tuple[str, bytes | None], ...] = ()
 
 
 def header(msg: Message, name: str) -> str | None:
-    values = [value for key, value in msg.headers() or [] if key == name]
+    values = [value for key, value in received_headers(msg) if key == name]
     return values[-1].decode(errors="replace") if values and values[-1] is not None else None
+
+
+def order_id(msg: Message) -> str | None:
+    """The record's key, the orderId; None when it has none."""
+    key = msg.key()
+    return key.decode(errors="replace") if key else None
 
 
 def decide(msg: Message, args: argparse.Namespace) -> Decision:
     """What to do with one DLQ record, from its headers and the replay's filters."""
     if args.error_type and header(msg, f"{HEADER_PREFIX}error.type") not in args.error_type:
         return Decision("skip", "error type filtered out")
-    order_id = msg.key().decode(errors="replace") if msg.key() else None
-    if args.order_id and order_id not in args.order_id:
+    if args.order_id and order_id(msg) not in args.order_id:
         return Decision("skip", "orderId filtered out")
     target = header(msg, f"{HEADER_PREFIX}original.topic")
     if not target:
@@ -57,7 +62,7 @@ def decide(msg: Message, args: argparse.Namespace) -> Decision:
     replays = int(count or 0)
     if replays >= args.max_replays:
         return Decision("refuse", f"replayed {replays} times already (--max-replays {args.max_replays})")
-    kept = tuple((k, v) for k, v in msg.headers() or [] if not k.startswith(HEADER_PREFIX))
+    kept = tuple((k, v) for k, v in received_headers(msg) if not k.startswith(HEADER_PREFIX))
     return Decision(
         "replay", target=target, headers=(*kept, (REPLAY_COUNT_HEADER, str(replays + 1).encode()))
     )
@@ -80,12 +85,25 @@ def dlq_records(consumer: Consumer, topic: str, stop: threading.Event) -> Iterat
         msg = consumer.poll(0.5)
         if msg is None:
             continue
-        if msg.error():
-            if msg.error().code() == KafkaError._PARTITION_EOF:
-                finished.add(msg.partition())
+        if error := msg.error():
+            if error.code() == KafkaError._PARTITION_EOF:
+                finished.add(partition_of(msg))
                 continue
-            raise UserError(f"reading {topic} failed: {msg.error().str()}")
+            raise UserError(f"reading {topic} failed: {error.str()}")
         yield msg
+
+
+def partition_of(msg: Message) -> int:
+    partition = msg.partition()
+    assert partition is not None  # set on every record and partition EOF a consumer returns
+    return partition
+
+
+def next_offset(msg: Message) -> TopicPartition:
+    """The group's position once msg is done: the offset after it."""
+    topic, offset = msg.topic(), msg.offset()
+    assert topic is not None and offset is not None  # set on every record a consumer returns
+    return TopicPartition(topic, partition_of(msg), offset + 1)
 
 
 def replay(args: argparse.Namespace, stop: threading.Event) -> dict[str, int]:
@@ -107,7 +125,7 @@ def replay(args: argparse.Namespace, stop: threading.Event) -> dict[str, int]:
         require_topics(consumer, args.bootstrap_servers, [args.topic])
         for msg in dlq_records(consumer, args.topic, stop):
             decision = decide(msg, args)
-            label = f"{describe(msg)} (orderId {msg.key().decode(errors='replace') if msg.key() else '-'})"
+            label = f"{describe(msg)} (orderId {order_id(msg) or '-'})"
             if decision.action == "replay":
                 print(f"{'Would replay' if args.dry_run else 'Replayed'} {label} to {decision.target}")
                 if not args.dry_run:
@@ -117,10 +135,7 @@ def replay(args: argparse.Namespace, stop: threading.Event) -> dict[str, int]:
                 print(f"{'Skipped' if decision.action == 'skip' else 'Refused'} {label}: {decision.reason}")
                 tally["skipped" if decision.action == "skip" else "refused"] += 1
             if not args.dry_run:
-                consumer.commit(
-                    offsets=[TopicPartition(msg.topic(), msg.partition(), msg.offset() + 1)],
-                    asynchronous=False,
-                )
+                consumer.commit(offsets=[next_offset(msg)], asynchronous=False)
             if args.limit and tally["replayed"] >= args.limit:
                 break
             if decision.action == "replay" and args.rate:

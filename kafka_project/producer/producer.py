@@ -96,7 +96,9 @@ class DeliveryReport:
     def __call__(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
             self.failed += 1
-            print(f"Delivery failed for orderId {msg.key().decode()}: {err.str()}", file=sys.stderr)
+            key = msg.key()
+            assert key is not None  # every order is sent keyed by its orderId
+            print(f"Delivery failed for orderId {key.decode()}: {err.str()}", file=sys.stderr)
         elif not self.quiet:
             print(f"Message delivered to {msg.topic()} [{msg.partition()}]")
 

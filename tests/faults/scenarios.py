@@ -253,6 +253,52 @@ def offsets_reset(broker: FaultBroker, mode: str, orders: int, workdir: Path) ->
     return run.check()
 
 
+def consumer_paused(broker: FaultBroker, mode: str, orders: int, workdir: Path) -> Row:
+    """SIGSTOP for 13 s, three times, mid-stream (a suspended laptop, a stopped terminal): longer than
+    session.timeout.ms (10 s) and transaction.timeout.ms (10 s), so on waking up the consumer has lost
+    its partitions and, under exactly-once, its open transaction and its producer."""
+    run = Run("consumer-paused-13s-x3", mode, workdir)
+    run.produce(orders)
+    consumer = run.start_consumer("--idle-timeout", "20", backoff=0.02)
+    for third in range(1, 4):
+        run.wait_for_output("Received order", orders * third // 4)
+        consumer.send_signal(signal.SIGSTOP)
+        time.sleep(13)
+        consumer.send_signal(signal.SIGCONT)
+    if consumer.wait(600) != 0:
+        run.notes.append("consumer exited non-zero")
+        run.run_consumer_to_end()
+    return run.check()
+
+
+def ctrl_c_three_times_broker_down(broker: FaultBroker, mode: str, orders: int, workdir: Path) -> Row:
+    """The broker dies under the consumer, and the user presses Ctrl-C three times: the consumer
+    quits at once (it cannot commit anything anyway); a restart, broker back, loses nothing."""
+    run = Run("ctrl-c-x3-broker-down", mode, workdir)
+    run.produce(orders)
+    consumer = run.start_consumer(failure_rate=1.0, backoff=0.0)
+    run.wait_for_output("Moved to DLQ", max(5, orders // 10))
+    broker.kill("kafka")
+    for _ in range(3):
+        consumer.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+    started = time.monotonic()
+    try:
+        code = consumer.wait(10)
+    except subprocess.TimeoutExpired:
+        run.notes.append("still running 10 s after the third Ctrl-C")
+        run.kill(consumer)
+        code = 130
+    if code != 130:
+        run.notes.append(f"exited {code} after three Ctrl-Cs, not 130")
+    waited = time.monotonic() - started
+    broker.start()
+    run.run_consumer_to_end(failure_rate=1.0, backoff=0.0)
+    if waited > 3:
+        run.notes.append(f"exited {waited:.1f} s after the third Ctrl-C")
+    return all_in_dlq(run)
+
+
 SCENARIOS: dict[str, Callable[[FaultBroker, str, int, Path], Row]] = {
     "consumer-sigkill-x5": consumer_killed_5_times,
     "kafka-sigkill": broker_killed("kafka"),
@@ -267,6 +313,8 @@ SCENARIOS: dict[str, Callable[[FaultBroker, str, int, Path], Row]] = {
     "oversized-record": oversized_record,
     "switch-to-exactly-once": switch_to_exactly_once,
     "offsets-reset": offsets_reset,
+    "consumer-paused-13s-x3": consumer_paused,
+    "ctrl-c-x3-broker-down": ctrl_c_three_times_broker_down,
 }
 # Scenarios that set their modes themselves, and the one mode a scenario applies to.
 MODE_INDEPENDENT = {"producer-sigint", "switch-to-exactly-once"}

@@ -6,11 +6,12 @@ import threading
 import time
 from decimal import Decimal
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from kafka_project.consumer import consumer
+from kafka_project.consumer.aggregate import RunningAverage
 from kafka_project.consumer.exactly_once import ExactlyOnceProcessor, transactional_producer_config
-from kafka_project.consumer.state import read_states
+from kafka_project.consumer.state import aggregate_from_metadata, read_states
 from kafka_project.dlq.dlq_producer import DeadLetterPublisher
 from kafka_project.order_codec import OrderCodec
 
@@ -178,6 +179,15 @@ def test_offsets_reset_with_kafka_consumer_groups_restarts_the_aggregate_at_once
     assert (state.count, state.total, state.next_offset) == (40, sum(prices), 40)
 
 
+def kafka_offsets(bootstrap_servers: str, topics: Topics) -> list[TopicPartition]:
+    """The group's committed offsets, with the aggregate in their metadata."""
+    reader = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": topics.group})
+    try:
+        return reader.committed([TopicPartition(topics.orders, 0)], timeout=10)
+    finally:
+        reader.close()
+
+
 class TimedProducer(Producer):
     """A real transactional producer that records how long each transaction lived on the broker:
     from its first record (when the broker's transaction timer starts) to the end of its commit."""
@@ -234,3 +244,44 @@ def test_no_transaction_outlives_its_timeout_while_an_order_is_retried(bootstrap
         kafka_consumer.close()
     assert len(records(bootstrap_servers, topics.dlq)) == 2
     assert timed.lifetimes and max(timed.lifetimes) < 2.0, timed.lifetimes  # MAX_TRANSACTION_S is 1 s
+
+
+def test_a_stall_longer_than_the_transaction_timeout_counts_nothing_twice(bootstrap_servers, topics, capsys):
+    """The consumer stalls for 13 s between two records (a paused terminal, a blocked stdout) while
+    its transaction holds a DLQ copy: the broker aborts that transaction and fences the producer.
+    The next record finds it out; whatever it was doing then, every order is counted exactly once."""
+    run_script(
+        "producer", "--topic", topics.orders, "--count", "200", "--interval", "0", "--seed", "6", "--quiet"
+    )
+    flags = ["--exactly-once", "--seed", "4", "--retry-backoff", "0", "--idle-timeout", "3", "--quiet"]
+    args = consumer.parse_args([*consumer_args(topics, *flags), "--bootstrap-servers", bootstrap_servers])
+    kafka_consumer = Consumer(consumer.consumer_config(bootstrap_servers, topics.group, exactly_once=True))
+    processor = consumer.make_processor(kafka_consumer, codec, args)
+    stalls = []
+
+    def stall_once_with_a_dlq_copy_in_the_transaction() -> None:
+        txn = processor.txn
+        if not stalls and txn and txn.first_write_at and processor.running_average().count >= 50:
+            stalls.append(txn)
+            time.sleep(13)  # transaction.timeout.ms is 10 s; the broker checks every 2 s
+
+    processor.after_each_record = stall_once_with_a_dlq_copy_in_the_transaction
+    kafka_consumer.subscribe([topics.orders], on_assign=processor.on_assign, on_revoke=processor.on_revoke)
+    try:
+        consumer.consume_until_stopped(kafka_consumer, processor, args, threading.Event())
+        processor.finish(clean=True)
+    finally:
+        kafka_consumer.close()
+
+    assert stalls, "the consumer never had a DLQ copy in an open transaction after 50 orders"
+    assert "transaction lost (" in capsys.readouterr().err
+    dead = records(bootstrap_servers, topics.dlq)
+    dead_offsets = {int(headers_of(msg)["dlq.original.offset"]) for msg in dead}
+    assert len(dead_offsets) == len(dead) > 0
+    prices = [codec.decode(m.value()).price for m in records(bootstrap_servers, topics.orders)]
+    expected = [price for offset, price in enumerate(prices) if offset not in dead_offsets]
+    (committed,) = kafka_offsets(bootstrap_servers, topics)
+    assert (committed.offset, aggregate_from_metadata(committed.metadata)) == (
+        200,
+        RunningAverage(len(expected), sum(expected, Decimal("0.00"))),
+    )

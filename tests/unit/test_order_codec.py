@@ -109,6 +109,8 @@ def test_fingerprint_ignores_formatting_and_docs(tmp_path):
         (None, "cannot read schema file"),
         ("{not json", "not valid JSON"),
         ('{"type": "record", "name": "X", "fields": [{"name": "a", "type": "nope"}]}', "not a valid Avro"),
+        ('"string"', "not an order record: no orderId, price, product"),
+        ('{"type": "record", "name": "X", "fields": [{"name": "orderId", "type": "string"}]}', "no price"),
     ],
 )
 def test_bad_schema_files_give_one_clear_error(tmp_path, text, message):
