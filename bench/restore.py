@@ -19,7 +19,6 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import threading
@@ -33,6 +32,7 @@ from typing import TypeVar
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from kafka_project.cli import add_env_flag, make_parser
 from kafka_project.cluster import client_config, produce, read_topic
 from kafka_project.consumer import consumer as consumer_script
 from kafka_project.consumer.aggregate import RunningAverage
@@ -63,14 +63,8 @@ def commit_counts(text: str) -> list[int]:
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
-        epilog="\n".join(__doc__.splitlines()[1:]),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "--bootstrap-servers", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092")
-    )
+    parser = make_parser(__doc__, common_args=False)
+    add_env_flag(parser, "--bootstrap-servers", "KAFKA_BOOTSTRAP_SERVERS", "localhost:9092", "Kafka brokers")
     parser.add_argument(
         "--commits",
         type=commit_counts,

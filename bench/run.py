@@ -32,6 +32,7 @@ from pathlib import Path
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from kafka_project.cli import add_env_flag, make_parser
 from kafka_project.consumer.consumer import (
     consume_until_stopped,
     consumer_config,
@@ -52,14 +53,8 @@ Command = list[str | Path]  # what subprocess runs
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
-        epilog="\n".join(__doc__.splitlines()[1:]),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "--bootstrap-servers", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092")
-    )
+    parser = make_parser(__doc__, common_args=False)
+    add_env_flag(parser, "--bootstrap-servers", "KAFKA_BOOTSTRAP_SERVERS", "localhost:9092", "Kafka brokers")
     parser.add_argument("--quick", action="store_true", help="every row at a tenth of the size")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures as JSON")
     return parser.parse_args()

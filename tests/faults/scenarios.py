@@ -56,6 +56,15 @@ def broker_killed(which: str) -> Callable[[FaultBroker, str, int, Path], Row]:
     return scenario
 
 
+def all_in_dlq(run: Run) -> Row:
+    """The check for runs where every order fails for good: each one must reach the DLQ."""
+    row = run.check()
+    if row.in_dlq != row.produced:
+        row.notes.append(f"{row.produced - (row.in_dlq or 0)} orders never reached the DLQ")
+        row.exact = False
+    return row
+
+
 def dlq_write_during_outage(broker: FaultBroker, mode: str, orders: int, workdir: Path) -> Row:
     """Every order fails for good, and the broker dies while their DLQ copies are being written."""
     run = Run("dlq-write-broker-down", mode, workdir)
@@ -70,11 +79,7 @@ def dlq_write_during_outage(broker: FaultBroker, mode: str, orders: int, workdir
     if consumer.wait(300) != 0:
         run.notes.append("consumer exited non-zero")
         run.run_consumer_to_end(failure_rate=1.0)
-    row = run.check()
-    if row.in_dlq != row.produced:
-        row.notes.append(f"{row.produced - row.in_dlq} orders never reached the DLQ")
-        row.exact = False
-    return row
+    return all_in_dlq(run)
 
 
 def poison_records(broker: FaultBroker, mode: str, orders: int, workdir: Path) -> Row:
@@ -162,15 +167,6 @@ def producer_interrupted(broker: FaultBroker, mode: str, orders: int, workdir: P
         lost == 0 and twice == 0 and not run.notes and len(sent) >= orders,
         run.notes,
     )
-
-
-def all_in_dlq(run: Run) -> Row:
-    """The check for runs where every order fails for good: each one must reach the DLQ."""
-    row = run.check()
-    if row.in_dlq != row.produced:
-        row.notes.append(f"{row.produced - (row.in_dlq or 0)} orders never reached the DLQ")
-        row.exact = False
-    return row
 
 
 def double_sigint_during_retry(broker: FaultBroker, mode: str, orders: int, workdir: Path) -> Row:

@@ -1,9 +1,11 @@
 """--exactly-once: the aggregate survives a restart, and the stats view shows the exact global figures."""
 
+import argparse
 import json
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from decimal import Decimal
 
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -11,6 +13,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from kafka_project.consumer import consumer
 from kafka_project.consumer.aggregate import RunningAverage
 from kafka_project.consumer.exactly_once import ExactlyOnceProcessor, transactional_producer_config
+from kafka_project.consumer.processor import OrderProcessor
 from kafka_project.consumer.state import aggregate_from_metadata, read_states
 from kafka_project.dlq.dlq_producer import DeadLetterPublisher
 from kafka_project.order_codec import OrderCodec
@@ -18,6 +21,32 @@ from kafka_project.order_codec import OrderCodec
 from .conftest import REPO, Topics, consumer_args, headers_of, records, run_script, summary
 
 codec = OrderCodec()
+
+
+def consume_in_process(
+    kafka_consumer: Consumer,
+    processor: OrderProcessor,
+    args: argparse.Namespace,
+    topics: Topics,
+    between_batches: Callable[[], None] = lambda: None,
+) -> None:
+    """The consumer script's loop, in this process, until --idle-timeout."""
+    kafka_consumer.subscribe([topics.orders], on_assign=processor.on_assign, on_revoke=processor.on_revoke)
+    try:
+        consumer.consume_until_stopped(kafka_consumer, processor, args, threading.Event(), between_batches)
+        processor.finish(clean=True)
+    finally:
+        kafka_consumer.close()
+
+
+def prices_not_dead_lettered(bootstrap_servers: str, topics: Topics) -> list[Decimal]:
+    """The prices of the orders that must be counted: every one not in the DLQ (which holds each
+    failed order once)."""
+    dead = records(bootstrap_servers, topics.dlq)
+    dead_offsets = {int(headers_of(msg)["dlq.original.offset"]) for msg in dead}
+    assert len(dead_offsets) == len(dead) > 0
+    prices = [codec.decode(m.value()).price for m in records(bootstrap_servers, topics.orders)]
+    return [price for offset, price in enumerate(prices) if offset not in dead_offsets]
 
 
 def test_aggregate_is_restored_after_a_restart_and_matches_the_orders(bootstrap_servers, topics):
@@ -95,20 +124,11 @@ def test_a_fenced_producer_is_replaced_and_nothing_is_counted_twice(bootstrap_se
             usurper.init_transactions(30)  # bumps the epoch: the consumer's producer is now fenced
             usurpers.append(usurper)
 
-    kafka_consumer.subscribe([topics.orders], on_assign=processor.on_assign, on_revoke=processor.on_revoke)
-    try:
-        consumer.consume_until_stopped(kafka_consumer, processor, args, threading.Event(), fence_once_midway)
-        processor.finish(clean=True)
-    finally:
-        kafka_consumer.close()
+    consume_in_process(kafka_consumer, processor, args, topics, fence_once_midway)
 
     assert usurpers, "the consumer never got to 100 orders"
     assert "transaction lost (" in capsys.readouterr().err
-    dead = records(bootstrap_servers, topics.dlq)
-    dead_offsets = {int(headers_of(msg)["dlq.original.offset"]) for msg in dead}
-    assert len(dead_offsets) == len(dead) > 0  # each failed order in the DLQ once
-    expected = [codec.decode(m.value()).price for m in records(bootstrap_servers, topics.orders)]
-    expected = [price for offset, price in enumerate(expected) if offset not in dead_offsets]
+    expected = prices_not_dead_lettered(bootstrap_servers, topics)
     state = read_states(bootstrap_servers, topics.stats, topics.group)[(topics.orders, 0)]
     assert (state.count, state.total, state.next_offset) == (len(expected), sum(expected), 300)
 
@@ -236,12 +256,7 @@ def test_no_transaction_outlives_its_timeout_while_an_order_is_retried(bootstrap
         stats_topic=topics.stats,
         group_id=topics.group,
     )
-    kafka_consumer.subscribe([topics.orders], on_assign=processor.on_assign, on_revoke=processor.on_revoke)
-    try:
-        consumer.consume_until_stopped(kafka_consumer, processor, args, threading.Event())
-        processor.finish(clean=True)
-    finally:
-        kafka_consumer.close()
+    consume_in_process(kafka_consumer, processor, args, topics)
     assert len(records(bootstrap_servers, topics.dlq)) == 2
     assert timed.lifetimes and max(timed.lifetimes) < 2.0, timed.lifetimes  # MAX_TRANSACTION_S is 1 s
 
@@ -266,20 +281,11 @@ def test_a_stall_longer_than_the_transaction_timeout_counts_nothing_twice(bootst
             time.sleep(13)  # transaction.timeout.ms is 10 s; the broker checks every 2 s
 
     processor.after_each_record = stall_once_with_a_dlq_copy_in_the_transaction
-    kafka_consumer.subscribe([topics.orders], on_assign=processor.on_assign, on_revoke=processor.on_revoke)
-    try:
-        consumer.consume_until_stopped(kafka_consumer, processor, args, threading.Event())
-        processor.finish(clean=True)
-    finally:
-        kafka_consumer.close()
+    consume_in_process(kafka_consumer, processor, args, topics)
 
     assert stalls, "the consumer never had a DLQ copy in an open transaction after 50 orders"
     assert "transaction lost (" in capsys.readouterr().err
-    dead = records(bootstrap_servers, topics.dlq)
-    dead_offsets = {int(headers_of(msg)["dlq.original.offset"]) for msg in dead}
-    assert len(dead_offsets) == len(dead) > 0
-    prices = [codec.decode(m.value()).price for m in records(bootstrap_servers, topics.orders)]
-    expected = [price for offset, price in enumerate(prices) if offset not in dead_offsets]
+    expected = prices_not_dead_lettered(bootstrap_servers, topics)
     (committed,) = kafka_offsets(bootstrap_servers, topics)
     assert (committed.offset, aggregate_from_metadata(committed.metadata)) == (
         200,
