@@ -6,15 +6,17 @@ import subprocess
 from .conftest import REPO
 
 
-def test_demo_runs_producer_consumer_and_shows_the_dlq(bootstrap_servers):
-    env = {**os.environ, "DEMO_ORDERS": "5", "DEMO_INTERVAL": "0.2", "DEMO_FAILURE_RATE": "1"}
+def test_demo_runs_producer_consumer_and_shows_the_dlq(topics):
+    """On fresh topics and group: a test never touches the user's orders, orders-dlq or group."""
+    names = {"ORDERS_TOPIC": topics.orders, "DLQ_TOPIC": topics.dlq, "KAFKA_GROUP_ID": topics.group}
+    env = {**os.environ, **names, "DEMO_ORDERS": "5", "DEMO_INTERVAL": "0.2", "DEMO_FAILURE_RATE": "1"}
     result = subprocess.run(
         [REPO / "bin/demo"], capture_output=True, text=True, errors="replace", cwd=REPO, env=env, timeout=300
     )
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
     assert out.count("producer | Sent order: {'orderId': 'ORD-") == 5
-    assert "consumer | Listening for orders on 'orders' topic" in out
+    assert f"consumer | Listening for orders on '{topics.orders}' topic" in out
     assert out.count("consumer | Permanent failure") >= 5  # failure rate 1: every order is dead-lettered
     assert "consumer | Summary: processed=0 dlq=" in out
     assert "== The DLQ, as kafka-console-consumer shows it" in out
