@@ -162,7 +162,7 @@ positive_int = checked(int, lambda value: value >= 1, "is not a positive whole n
 port_number = checked(int, lambda value: 1 <= value <= 65535, "is not a port number (1-65535)")
 
 
-SIGNALS_TO_QUIT_NOW = 3
+SIGNALS_TO_QUIT_NOW = 3  # Ctrl-Cs
 
 
 def stop_on_signals() -> threading.Event:
@@ -183,11 +183,12 @@ def stop_on_signals() -> threading.Event:
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
-    quit_on_repeated_signals()
+    if not _keep_alive:
+        quit_on_third_ctrl_c()
     return stop
 
 
-def quit_on_repeated_signals() -> None:
+def quit_on_third_ctrl_c() -> None:
     """Python runs signal handlers only between bytecodes, so a call blocked inside librdkafka (a
     transactional call while the broker is down can block for as long as the outage) would ignore
     every Ctrl-C. A thread watching the signal wake-up fd counts them and, at the third, exits at
@@ -199,9 +200,9 @@ def quit_on_repeated_signals() -> None:
     def watch() -> None:
         seen = 0
         while data := reader.recv(64):
-            seen += sum(1 for number in data if number in (signal.SIGINT, signal.SIGTERM))
+            seen += data.count(signal.SIGINT)
             if seen >= SIGNALS_TO_QUIT_NOW:
-                os.write(2, b"\nquitting now: nothing more is committed; what is not done comes again\n")
+                os.write(2, b"\nquitting now, without waiting for anything in flight\n")
                 os._exit(130)
 
     threading.Thread(target=watch, args=(), daemon=True, name="quit-on-signals").start()

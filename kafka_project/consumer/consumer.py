@@ -122,6 +122,7 @@ def consumer_config(bootstrap_servers: str, group_id: str, exactly_once: bool = 
             # The rebalance callbacks assume the eager protocol (every rebalance revokes all, and
             # exactly-once assigns with its own offsets); --config cannot switch to cooperative.
             "partition.assignment.strategy": "range,roundrobin",
+            "group.protocol": "classic",  # KIP-848's protocol has no eager rebalances
             "enable.auto.commit": not exactly_once,
             "auto.commit.interval.ms": 1000,
             "isolation.level": "read_committed",

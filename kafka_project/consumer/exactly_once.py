@@ -86,7 +86,7 @@ def retry_retriable(call: Callable[[], None], timeout_s: float = API_TIMEOUT_S) 
     pause = 0.05
     while True:
         try:
-            with said_if_blocked(timeout_s):
+            with said_if_blocked(timeout_s + 5):
                 call()
             return
         except KafkaException as exc:
@@ -105,7 +105,7 @@ def said_if_blocked(after_s: float) -> Iterator[None]:
         after_s,
         lambda: print(
             f"kafka: a transaction call has been waiting {after_s:.0f} s for the broker; still "
-            "waiting (nothing is committed meanwhile; Ctrl-C three times quits at once)",
+            "waiting (Ctrl-C three times quits at once)",
             file=sys.stderr,
         ),
     )
@@ -118,8 +118,9 @@ def said_if_blocked(after_s: float) -> Iterator[None]:
 
 
 def init_transactions(producer: Producer) -> None:
+    """Retried while the error is retriable (e.g. the coordinator still loading after a restart)."""
     try:
-        producer.init_transactions(API_TIMEOUT_S)
+        retry_retriable(lambda: producer.init_transactions(API_TIMEOUT_S))
     except KafkaException as exc:
         raise UserError(f"cannot start Kafka transactions: {exc.args[0].str()}") from exc
 
@@ -256,7 +257,12 @@ class ExactlyOnceProcessor(OrderProcessor):
             self.aggregates[key] = saved
             try:
                 self.consumer.seek(TopicPartition(key[0], key[1], txn.first_offsets[key]))
-            except KafkaException:
+            except KafkaException as exc:
+                if key in self.assigned:  # still ours but not rewound: stop rather than skip records
+                    raise UserError(
+                        f"cannot rewind {key[0]} [{key[1]}] after an aborted transaction "
+                        f"({exc.args[0].str()}); nothing past its last commit was committed: restart"
+                    ) from exc
                 self.aggregates.pop(key)  # no longer ours: its new owner restores the committed state
         if refusal := self.dlq.take_refusal():
             raise refusal  # the DLQ will never take that record: one clear error, not a loop

@@ -39,6 +39,8 @@ class OffsetTracker:
         pending, lowest = self._pending[key], self._lowest[key]
         while lowest and lowest[0] not in pending:
             heapq.heappop(lowest)
+        if len(lowest) > 2 * len(pending) + 64:  # done offsets piling up behind a slow one
+            lowest[:] = sorted(pending)  # a sorted list is a heap
         return lowest[0] if lowest else self._next[key]
 
     def forget(self, keys: list[PartitionKey]) -> None:

@@ -209,3 +209,17 @@ def test_non_retriable_transactional_errors_are_raised_at_once():
     with pytest.raises(KafkaException):
         retry_retriable(fatal)
     assert calls == [1]
+
+
+def test_records_done_behind_a_slow_one_do_not_pile_up():
+    """A DLQ copy stuck for a long time while 100,000 later orders are counted: the position stays
+    at the stuck record, and the tracker holds about what is pending, not everything done."""
+    tracker, key = OffsetTracker(), ("orders", 0)
+    tracker.received(key, 0)  # its DLQ copy is not acknowledged
+    for offset in range(1, 100_001):
+        tracker.received(key, offset)
+        tracker.done(key, offset)
+        assert tracker.commit_position(key) == 0
+    assert len(tracker._lowest[key]) <= 2 * 1 + 64 + 1
+    tracker.done(key, 0)
+    assert tracker.commit_position(key) == 100_001
