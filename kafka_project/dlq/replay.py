@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from kafka_project.cli import stop_on_signals
-from kafka_project.cluster import client_config, produce, require_topics
+from kafka_project.cluster import client_config, existing_topics, produce, require_topics
 from kafka_project.dlq.headers import HEADER_PREFIX, describe, received_headers
 from kafka_project.errors import UserError
 from kafka_project.producer.producer import producer_config
@@ -46,8 +46,9 @@ def order_id(msg: Message) -> str | None:
     return key.decode(errors="replace") if key else None
 
 
-def decide(msg: Message, args: argparse.Namespace) -> Decision:
-    """What to do with one DLQ record, from its headers and the replay's filters."""
+def decide(msg: Message, args: argparse.Namespace, topics: set[str]) -> Decision:
+    """What to do with one DLQ record, from its headers, the replay's filters and the cluster's
+    topics (a record for a topic that is gone is refused, not retried on every run)."""
     if args.error_type and header(msg, f"{HEADER_PREFIX}error.type") not in args.error_type:
         return Decision("skip", "error type filtered out")
     if args.order_id and order_id(msg) not in args.order_id:
@@ -55,6 +56,8 @@ def decide(msg: Message, args: argparse.Namespace) -> Decision:
     target = header(msg, f"{HEADER_PREFIX}original.topic")
     if not target:
         return Decision("refuse", f"no {HEADER_PREFIX}original.topic header")
+    if target not in topics:
+        return Decision("refuse", f"its original topic {quoted(target)} does not exist")
     count = header(msg, REPLAY_COUNT_HEADER)
     if count is not None and not is_whole_number(count):
         # A DLQ copy keeps the original's headers, so this one may come from any producer.
@@ -123,8 +126,9 @@ def replay(args: argparse.Namespace, stop: threading.Event) -> dict[str, int]:
     tally = {"replayed": 0, "refused": 0, "skipped": 0}
     try:
         require_topics(consumer, args.bootstrap_servers, [args.topic])
+        topics = existing_topics(consumer, args.bootstrap_servers)
         for msg in dlq_records(consumer, args.topic, stop):
-            decision = decide(msg, args)
+            decision = decide(msg, args, topics)
             label = f"{describe(msg)} (orderId {order_id(msg) or '-'})"
             if decision.action == "replay":
                 print(f"{'Would replay' if args.dry_run else 'Replayed'} {label} to {decision.target}")

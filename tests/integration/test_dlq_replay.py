@@ -86,3 +86,20 @@ def test_a_replay_count_that_is_not_a_number_is_refused_and_the_replay_goes_on(b
     assert headers_of(replayed[0]) == {"dlq.replay.count": "1"}
     # Progress was committed past both: a second run finds nothing left to do.
     assert summary(replay(topics)) == {"replayed": "0", "refused": "0", "skipped": "0"}
+
+
+def test_a_record_whose_original_topic_is_gone_is_refused_and_the_replay_goes_on(bootstrap_servers, topics):
+    producer = Producer({"bootstrap.servers": bootstrap_servers})
+    gone = ("dlq.original.topic", b"orders-deleted-long-ago")
+    producer.produce(topics.dlq, key=b"ORD-GONE", value=b"x", headers=[gone])
+    producer.produce(
+        topics.dlq, key=b"ORD-GOOD", value=b"y", headers=[("dlq.original.topic", topics.orders.encode())]
+    )
+    assert producer.flush(30) == 0
+
+    result = replay(topics)
+    assert result.returncode == 0, result.stderr
+    assert summary(result) == {"replayed": "1", "refused": "1", "skipped": "0"}
+    assert "(orderId ORD-GONE): its original topic 'orders-deleted-long-ago' does not exist" in result.stdout
+    assert [m.key() for m in records(bootstrap_servers, topics.orders)] == [b"ORD-GOOD"]
+    assert summary(replay(topics)) == {"replayed": "0", "refused": "0", "skipped": "0"}
