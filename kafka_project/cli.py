@@ -163,6 +163,7 @@ port_number = checked(int, lambda value: 1 <= value <= 65535, "is not a port num
 
 
 SIGNALS_TO_QUIT_NOW = 3  # Ctrl-Cs
+_keep_alive: list[socket.socket] = []  # the wake-up fd's socket, open for the life of the process
 
 
 def stop_on_signals() -> threading.Event:
@@ -205,11 +206,8 @@ def quit_on_third_ctrl_c() -> None:
                 os.write(2, b"\nquitting now, without waiting for anything in flight\n")
                 os._exit(130)
 
-    threading.Thread(target=watch, args=(), daemon=True, name="quit-on-signals").start()
-    _keep_alive.append(writer)  # the wake-up fd must stay open for the life of the process
-
-
-_keep_alive: list[socket.socket] = []
+    threading.Thread(target=watch, daemon=True, name="quit-on-signals").start()
+    _keep_alive.append(writer)
 
 
 def run(main: Callable[[], int | None]) -> None:
