@@ -47,10 +47,11 @@ from kafka_project.dlq.dlq_producer import DeadLetterPublisher, dlq_producer_con
 from kafka_project.order_codec import OrderCodec
 
 BATCH_SIZE = 500
-# Between two polls the consumer spends at most about this long retrying, far below
-# max.poll.interval.ms (300 s), so slow retries never cost it its group membership.
-MAX_RETRY_S_PER_POLL = 10.0
+# Retries wait in memory, holding their partition's commit position: waits longer than this
+# belong in a durable retry topic (see the README), not in a consumer's memory.
+MAX_RETRY_WAIT_S = 10.0
 POLL_TIMEOUT_S = 0.5
+DEFAULT_MAX_IN_FLIGHT = 10000
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -77,6 +78,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="SECONDS",
         help="wait after failed try k is k times this (default %(default)s)",
     )
+    parser.add_argument(
+        "--max-in-flight",
+        type=positive_int,
+        default=DEFAULT_MAX_IN_FLIGHT,
+        metavar="N",
+        help="orders in progress at most (waiting for a retry, or behind an earlier order of "
+        "their key); 1 = one order at a time (default %(default)s)",
+    )
     parser.add_argument("--seed", type=int, default=None, help="make the simulated failures repeatable")
     parser.add_argument(
         "--idle-timeout",
@@ -101,10 +110,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="serve Prometheus metrics on http://0.0.0.0:PORT/metrics (env METRICS_PORT; default: off)",
     )
     args = parse_with_connection(parser, argv)
-    if RetryPolicy(args.max_attempts, args.retry_backoff).worst_case_s() > MAX_RETRY_S_PER_POLL:
+    if RetryPolicy(args.max_attempts, args.retry_backoff).worst_case_s() > MAX_RETRY_WAIT_S:
         parser.error(
             f"--max-attempts {args.max_attempts} with --retry-backoff {args.retry_backoff} waits over "
-            f"{MAX_RETRY_S_PER_POLL:.0f} s per order; retry that slowly from the DLQ instead"
+            f"{MAX_RETRY_WAIT_S:.0f} s per order; retry that slowly from the DLQ instead"
         )
     return args
 
@@ -141,12 +150,6 @@ def topics_ready(consumer: Consumer, args: argparse.Namespace, stop: threading.E
     return wait_for_topics(consumer, args.bootstrap_servers, needed, wait_s, stop)
 
 
-def batch_size_for(policy: RetryPolicy) -> int:
-    """As many records per poll as retrying all of them can take MAX_RETRY_S_PER_POLL."""
-    worst_case = policy.worst_case_s()
-    return BATCH_SIZE if worst_case == 0 else max(1, min(BATCH_SIZE, int(MAX_RETRY_S_PER_POLL / worst_case)))
-
-
 def consume_until_stopped(
     consumer: Consumer,
     processor: OrderProcessor,
@@ -155,26 +158,30 @@ def consume_until_stopped(
     between_batches: Callable[[], None] = lambda: None,
 ) -> None:
     last_active = time.monotonic()
-    batch_size = batch_size_for(processor.policy)
     while not stop.is_set():
         between_batches()
-        # Wait for one record, then take what is already fetched: batches without waiting for them.
-        first = consumer.poll(POLL_TIMEOUT_S)
+        processor.run_due(stop)  # the retries whose time has come
+        processor.pause_or_resume()
+        # Wait for one record (no longer than until the next retry is due), then take what is
+        # already fetched, as far as --max-in-flight leaves room: batches without waiting for them.
+        first = consumer.poll(processor.poll_timeout(POLL_TIMEOUT_S))
         messages = [] if first is None else [first]
-        if first is not None and batch_size > 1:
+        room = min(BATCH_SIZE, processor.room())
+        if first is not None and room > 1:
             rebalances = processor.rebalances
-            messages += consumer.consume(num_messages=batch_size - 1, timeout=0)
+            messages += consumer.consume(num_messages=room - 1, timeout=0)
             if processor.rebalances != rebalances:
                 # consume() ran a rebalance after poll() returned `first`: its partition may have
                 # been revoked and assigned again (and re-seeked); it comes again if still ours.
                 messages = messages[1:]
         processor.dlq.poll()  # serve DLQ acknowledgements: they release offsets
-        # (Re)joining the group is not idleness; owning no partitions once assigned is.
-        if messages or not processor.joined:
+        # (Re)joining the group, or orders in progress, is not idleness; owning no partitions is.
+        if messages or not processor.joined or processor.schedule.size:
             last_active = time.monotonic()
         elif args.idle_timeout is not None and time.monotonic() - last_active > args.idle_timeout:
             return
         processor.process(messages, stop)
+        processor.checkpoint(quiet=not messages)
 
 
 def make_processor(consumer: Consumer, codec: OrderCodec, args: argparse.Namespace) -> OrderProcessor:

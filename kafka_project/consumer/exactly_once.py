@@ -1,10 +1,12 @@
 """Exactly-once processing: DLQ copies, aggregate snapshots and consumer offsets in one Kafka transaction.
 
-Per transaction (the records of about MAX_TRANSACTION_S, or fewer when the topic goes quiet):
-  begin -> DLQ records + one `orders-stats` snapshot per partition touched
-        -> send_offsets_to_transaction(next offsets, each carrying its partition's aggregate) -> commit
-Either all of it becomes visible to read_committed readers, or none of it: then the in-memory
-aggregates are rolled back and the partitions rewound, and the same records are processed again.
+Orders are tried and retried outside any transaction. A done record's outcome (its price, or its
+DLQ copy) waits until the partition's commit position (its lowest record not done) passes it; then
+one transaction, every COMMIT_INTERVAL_S or when the topic goes quiet, writes:
+  begin -> DLQ copies of the records passed + one `orders-stats` snapshot per partition
+        -> send_offsets_to_transaction(positions, each carrying its partition's aggregate) -> commit
+so the aggregate committed with an offset covers exactly the orders below it. Either all of it
+becomes visible to read_committed readers, or none of it, and memory changes only after the commit.
 On every assignment each partition's aggregate is restored from the metadata of its committed
 offset (one committed() call, whatever the history), and consumption starts at that offset.
 """
@@ -19,6 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from copy import copy
 from dataclasses import dataclass, field
+from decimal import Decimal
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -34,6 +37,7 @@ from kafka_project.cluster import client_config, produce
 from kafka_project.consumer.aggregate import RunningAverage
 from kafka_project.consumer.offsets import PartitionKey
 from kafka_project.consumer.processor import OrderProcessor, offset_of, partition_key
+from kafka_project.consumer.schedule import Work
 from kafka_project.consumer.state import (
     PartitionState,
     aggregate_from_metadata,
@@ -42,9 +46,9 @@ from kafka_project.consumer.state import (
 )
 from kafka_project.dlq.dlq_producer import DLQ_MAX_MESSAGE_BYTES, DeadLetterPublisher
 from kafka_project.errors import UserError
-from kafka_project.order_codec import Order, OrderCodec
+from kafka_project.order_codec import OrderCodec
 
-MAX_TRANSACTION_S = 1.0  # bounds the work an abort repeats, far below transaction.timeout.ms
+COMMIT_INTERVAL_S = 1.0  # while records keep coming; a quiet topic commits at once
 TRANSACTION_TIMEOUT_MS = 10000
 API_TIMEOUT_S = 30.0  # for one transactional call, retries included
 RESTORE_TIMEOUT_S = 30.0
@@ -67,14 +71,24 @@ def transactional_producer_config(bootstrap_servers: str, transactional_id: str)
 
 
 @dataclass
+class DeadLetter:
+    """An order that failed for good: its DLQ copy is written by the commit that passes its offset."""
+
+    msg: Message
+    error: Exception
+    attempts: int
+    label: str
+
+
+Outcome = Decimal | DeadLetter  # what a done record adds to the committed state: a price, or a DLQ copy
+
+
+@dataclass
 class Transaction:
-    started_at: float = field(default_factory=time.monotonic)
-    # The broker's transaction timer starts with the first record written in it (a DLQ copy).
-    first_write_at: float | None = None
-    first_offsets: dict[PartitionKey, int] = field(default_factory=dict)  # where to rewind on abort
-    next_offsets: dict[PartitionKey, int] = field(default_factory=dict)  # what to commit
-    saved_aggregates: dict[PartitionKey, RunningAverage] = field(default_factory=dict)
-    saved_retries: int = 0
+    """One commit: the records it passes, the aggregates they make, the DLQ copies it writes."""
+
+    positions: dict[PartitionKey, int] = field(default_factory=dict)
+    aggregates: dict[PartitionKey, RunningAverage] = field(default_factory=dict)
     dead_letter_labels: list[str] = field(default_factory=list)
     begun: bool = False  # begin_transaction() succeeded
 
@@ -141,9 +155,16 @@ class ExactlyOnceProcessor(OrderProcessor):
         self.new_producer = new_producer  # a transactional producer with a transactional.id of its own
         self.stats_topic = stats_topic
         self.group_id = group_id
-        self.aggregates: dict[PartitionKey, RunningAverage] = {}
+        # Per partition: the committed offset, and the aggregate committed with it (exactly the
+        # orders below that offset) ...
+        self.positions: dict[PartitionKey, int] = {}
+        self.committed: dict[PartitionKey, RunningAverage] = {}
+        # ... the outcomes of done records the commit position has not passed yet (an order done
+        # above one still retried waits here), and what is shown: committed plus counted since.
+        self.settled: dict[PartitionKey, dict[int, Outcome]] = {}
+        self.counted: dict[PartitionKey, RunningAverage] = {}
         self.txn: Transaction | None = None
-        self.rewound: set[PartitionKey] = set()  # partitions an abort rewound during the current batch
+        self.last_commit_at = time.monotonic()
         init_transactions(self.producer)
 
     @property
@@ -151,70 +172,44 @@ class ExactlyOnceProcessor(OrderProcessor):
         """The transactional producer: the one the DLQ publisher writes with."""
         return self.dlq.producer
 
-    # -- processing inside a transaction -----------------------------------------------------
-    def process(self, messages: list[Message], stop: threading.Event) -> None:
-        self.rewound.clear()
-        super().process(messages, stop)
-        # A transaction spans polls while records keep coming; a quiet poll or a stop commits it.
-        if self.txn and (not messages or stop.is_set()):
-            self.commit()
-
-    def handle(self, msg: Message) -> None:
-        key = partition_key(msg)
-        if self.txn and not self.room_for_one_more_record(self.txn):
-            self.commit()  # if it aborts, it rewinds: check that below
-        if key in self.rewound:
-            return  # an abort in this batch rewound the partition: the record comes again
-        if self.txn is None:
-            self.txn = Transaction(saved_retries=self.retries)
-        if key not in self.txn.first_offsets:
-            self.txn.first_offsets[key] = offset_of(msg)
-            self.txn.saved_aggregates[key] = copy(self.aggregates.setdefault(key, RunningAverage()))
-        try:
-            if not self.txn.begun:
-                self.producer.begin_transaction()
-                self.txn.begun = True
-            super().handle(msg)
-        except KafkaException as exc:  # e.g. produce() refused: the transaction hit an abortable error
-            txn, self.txn = self.txn, None
-            self.abort(txn, exc.args[0])
-            return
-        self.txn.next_offsets[key] = offset_of(msg) + 1
-        if time.monotonic() - self.txn.started_at > MAX_TRANSACTION_S:
-            self.commit()
-
-    def room_for_one_more_record(self, txn: Transaction) -> bool:
-        """Whether the next record, retried as long as the policy allows, still fits in this
-        transaction's MAX_TRANSACTION_S on the broker: no transaction may outlive its timeout."""
-        if txn.first_write_at is None:
-            return True
-        return time.monotonic() - txn.first_write_at + self.policy.worst_case_s() <= MAX_TRANSACTION_S
-
-    def count(self, msg: Message, order: Order) -> None:
-        self.aggregates[partition_key(msg)].add(order.price)
+    # -- outcomes wait for the commit position ----------------------------------------------
+    def count(self, work: Work) -> None:
+        self.settled[work.partition][work.offset] = work.order.price
+        self.counted[work.partition].add(work.order.price)
+        self.offsets.done(work.partition, work.offset)
 
     def dead_letter(self, msg: Message, error: Exception, attempts: int, label: str) -> None:
-        assert self.txn is not None  # handle() opened it
-        if self.txn.first_write_at is None:
-            self.txn.first_write_at = time.monotonic()
-        self.dlq.send(msg, error, attempts, on_acked=lambda: None)  # acknowledged by the commit
-        self.txn.dead_letter_labels.append(label)
+        key, offset = partition_key(msg), offset_of(msg)
+        self.settled[key][offset] = DeadLetter(msg, error, attempts, label)
+        self.offsets.done(key, offset)
 
     def running_average(self) -> RunningAverage:
-        return combined(list(self.aggregates.values()))
+        return combined(list(self.counted.values()))
 
-    def commit(self) -> None:
-        txn, self.txn = self.txn, None
-        assert txn is not None
-        offsets = []
+    def checkpoint(self, quiet: bool = False) -> None:
+        """Commit every COMMIT_INTERVAL_S, and as soon as the topic goes quiet with nothing in progress."""
+        if time.monotonic() - self.last_commit_at >= COMMIT_INTERVAL_S or (quiet and not self.schedule.size):
+            self.commit()
+
+    # -- the transaction ----------------------------------------------------------------------
+    def commit(self, recover: bool = True) -> None:
+        """One transaction: for each partition whose commit position moved, the DLQ copies of the
+        records it passes, its snapshot, and the offset carrying the aggregate of exactly the orders
+        below it. Memory changes only once the broker committed it."""
+        self.last_commit_at = time.monotonic()
+        txn = Transaction(positions=self.positions_to_commit())
+        if not txn.positions:
+            return
+        self.txn = txn
         try:
-            for (topic, partition), next_offset in txn.next_offsets.items():
-                aggregate = self.aggregates[(topic, partition)]
-                offsets.append(
-                    TopicPartition(topic, partition, next_offset, aggregate_to_metadata(aggregate))
-                )
+            self.producer.begin_transaction()
+            txn.begun = True
+            offsets = []
+            for (topic, partition), position in txn.positions.items():
+                aggregate = self.fold((topic, partition), position, txn)
+                offsets.append(TopicPartition(topic, partition, position, aggregate_to_metadata(aggregate)))
                 state = PartitionState(
-                    self.group_id, topic, partition, aggregate.count, aggregate.total_price, next_offset
+                    self.group_id, topic, partition, aggregate.count, aggregate.total_price, position
                 )
                 produce(self.producer, self.stats_topic, key=state.key, value=state.to_json())
             retry_retriable(
@@ -224,20 +219,52 @@ class ExactlyOnceProcessor(OrderProcessor):
             )
             retry_retriable(lambda: self.producer.commit_transaction(API_TIMEOUT_S))
         except KafkaException as exc:
-            self.abort(txn, exc.args[0])
+            self.txn = None
+            self.abort(txn, exc.args[0], recover)
             return
+        self.txn = None
+        for key, position in txn.positions.items():
+            self.positions[key] = position
+            self.committed[key] = txn.aggregates[key]
+            settled = self.settled[key]
+            for offset in [offset for offset in settled if offset < position]:
+                del settled[offset]
         self.dead_lettered += len(txn.dead_letter_labels)
         for label in txn.dead_letter_labels:
+            self.last_named = ""
             self.say(f"Moved to DLQ: {label}\n")
 
-    def abort(self, txn: Transaction, reason: KafkaError, recover: bool = True) -> None:
-        """Undo the transaction's effects in memory and rewind, so its records are processed again.
+    def positions_to_commit(self) -> dict[PartitionKey, int]:
+        moved = {}
+        for key in self.assigned:
+            position = self.offsets.commit_position(key)
+            if position is not None and position != self.positions.get(key):
+                moved[key] = position
+        return moved
 
-        Any error inside a transaction lands here. A fatal one (the producer was fenced, e.g.
-        because the broker aborted a transaction that outlived transaction.timeout.ms while it was
-        down) cannot be aborted by this producer: then start over with a new one (recover=True).
+    def fold(self, key: PartitionKey, position: int, txn: Transaction) -> RunningAverage:
+        """The committed aggregate plus the outcomes below the new position; their DLQ copies are
+        written into the transaction, in offset order."""
+        aggregate = copy(self.committed[key])
+        settled = self.settled[key]
+        for offset in sorted(offset for offset in settled if offset < position):
+            outcome = settled[offset]
+            if isinstance(outcome, DeadLetter):
+                self.dlq.send(outcome.msg, outcome.error, outcome.attempts, on_acked=lambda: None)
+                txn.dead_letter_labels.append(outcome.label)
+            else:
+                aggregate.add(outcome)
+        txn.aggregates[key] = aggregate
+        return aggregate
+
+    def abort(self, txn: Transaction, reason: KafkaError, recover: bool = True) -> None:
+        """Nothing of the transaction became visible, and memory was not changed: the next commit
+        writes the same outcomes again.
+
+        A fatal error (the producer was fenced, e.g. because the broker aborted a transaction that
+        outlived transaction.timeout.ms while it was down) cannot be aborted by this producer: then
+        start over with a new one from the last commit (recover=True).
         """
-        self.retries = txn.saved_retries
         self.errors += 1
         try:
             if reason.fatal():
@@ -252,21 +279,9 @@ class ExactlyOnceProcessor(OrderProcessor):
             if recover:
                 self.restart_producer(exc.args[0])
             return
-        self.rewound.update(txn.first_offsets)
-        for key, saved in txn.saved_aggregates.items():
-            self.aggregates[key] = saved
-            try:
-                self.consumer.seek(TopicPartition(key[0], key[1], txn.first_offsets[key]))
-            except KafkaException as exc:
-                if key in self.assigned:  # still ours but not rewound: stop rather than skip records
-                    raise UserError(
-                        f"cannot rewind {key[0]} [{key[1]}] after an aborted transaction "
-                        f"({exc.args[0].str()}); nothing past its last commit was committed: restart"
-                    ) from exc
-                self.aggregates.pop(key)  # no longer ours: its new owner restores the committed state
         if refusal := self.dlq.take_refusal():
             raise refusal  # the DLQ will never take that record: one clear error, not a loop
-        then = "reprocessing from the last commit" if recover else "the next start processes its records"
+        then = "committing again shortly" if recover else "the next start processes its records"
         print(f"transaction aborted ({reason.str()}); {then}", file=sys.stderr)
 
     def restart_producer(self, error: KafkaError) -> None:
@@ -283,17 +298,18 @@ class ExactlyOnceProcessor(OrderProcessor):
             fenced.close()
         self.dlq.producer = self.new_producer()
         init_transactions(self.producer)
-        self.aggregates.clear()
-        for tp in self.restore(self.consumer.assignment()):
+        assignment = self.consumer.assignment()
+        self.forget(assignment)
+        for tp in self.restore(assignment):
             start = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING  # nothing committed yet
             self.consumer.seek(TopicPartition(tp.topic, tp.partition, start))
-            self.rewound.add(partition_key(tp))
 
     # -- partitions coming and going ----------------------------------------------------------
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         super().on_assign(consumer, partitions)
         # Start at the offsets whose aggregates were restored: state and position from one read.
         consumer.assign(self.restore(partitions))
+        self.paused_as_the_rest(consumer, partitions)
 
     def restore(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
         """Restore each partition's aggregate from the metadata of its committed offset; returns
@@ -316,20 +332,34 @@ class ExactlyOnceProcessor(OrderProcessor):
                     "counting from zero at that offset",
                     file=sys.stderr,
                 )
-            self.aggregates[key] = aggregate or RunningAverage()
+            self.positions[key] = tp.offset
+            self.committed[key] = aggregate or RunningAverage()
+            self.counted[key] = copy(self.committed[key])
+            self.settled[key] = {}
         return committed
 
     def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        if self.txn:  # commit while the partitions, and the group generation, are still ours
+        if not self.finished:  # commit while the partitions, and the group generation, are still ours
             self.commit()
         super().on_revoke(consumer, partitions)
-        for tp in partitions:
-            self.aggregates.pop(partition_key(tp), None)
+        self.forget(partitions)
+
+    def forget(self, partitions: list[TopicPartition]) -> None:
+        """Drop what this consumer knew of the partitions, waiting orders and uncommitted outcomes
+        included: whoever reads them next starts from the committed offset and aggregate."""
+        keys = {partition_key(tp) for tp in partitions}
+        self.schedule.drop(keys)
+        self.offsets.forget(list(keys))
+        for key in keys:
+            for by_partition in (self.positions, self.committed, self.settled, self.counted):
+                by_partition.pop(key, None)
 
     def finish(self, clean: bool) -> None:
-        if self.txn and clean:
-            self.commit()
+        if clean:
+            self.drain(self.policy.worst_case_s() + 1.0)
+            self.commit(recover=False)
         elif self.txn:  # after an error nothing of the open transaction may become visible
-            txn, self.txn = self.txn, None  # close() runs on_revoke next: nothing left to commit there
+            txn, self.txn = self.txn, None
             reason = KafkaError(KafkaError._DESTROY, "consumer stopping mid-transaction")
             self.abort(txn, reason, recover=False)
+        self.finished = True  # close() runs on_revoke next: nothing more to commit there

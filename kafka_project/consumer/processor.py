@@ -1,4 +1,5 @@
-"""What the consumer does with each record: decode, process with retries, then count it or dead-letter it.
+"""What the consumer does with each record: decode, try, retry on a schedule, then count it or
+dead-letter it.
 
 `OrderProcessor` holds the logic both delivery modes share; `AtLeastOnceProcessor` commits through
 stored offsets. The exactly-once variant lives in exactly_once.py.
@@ -7,20 +8,21 @@ stored offsets. The exactly-once variant lives in exactly_once.py.
 from __future__ import annotations
 
 import argparse
-import random
 import sys
 import threading
+import time
 from collections.abc import Callable
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from kafka_project.consumer.aggregate import RunningAverage
 from kafka_project.consumer.offsets import OffsetTracker, PartitionKey
-from kafka_project.consumer.retry import PermanentFailure, RetryPolicy, SimulatedFailures, call_with_retries
+from kafka_project.consumer.retry import RetryPolicy, SimulatedFailures, TemporaryProcessingError
+from kafka_project.consumer.schedule import RetrySchedule, Work, lane_of
 from kafka_project.dlq.dlq_producer import DeadLetterPublisher
 from kafka_project.dlq.headers import describe
 from kafka_project.errors import UserError
-from kafka_project.order_codec import Order, OrderCodec, OrderDecodeError
+from kafka_project.order_codec import OrderCodec, OrderDecodeError
 
 FLUSH_TIMEOUT_S = 30.0
 
@@ -40,7 +42,10 @@ def offset_of(msg: Message) -> int:
 
 
 class OrderProcessor:
-    """Decode, retry, count or dead-letter: the part of the consumer both delivery modes share."""
+    """Decode, try, retry, count or dead-letter: the part of the consumer both delivery modes share.
+
+    A failed try never blocks the partition: the order waits in the schedule while the consumer
+    keeps polling, and only later orders with the same key wait behind it (per-key order)."""
 
     def __init__(
         self, consumer: Consumer, dlq: DeadLetterPublisher, codec: OrderCodec, args: argparse.Namespace
@@ -48,15 +53,22 @@ class OrderProcessor:
         self.consumer = consumer
         self.dlq = dlq
         self.codec = codec
-        self.failures = SimulatedFailures(args.failure_rate, random.Random(args.seed))
+        self.failures = SimulatedFailures(args.failure_rate, args.seed)
         self.policy = RetryPolicy(args.max_attempts, args.retry_backoff)
+        self.schedule = RetrySchedule()
+        self.max_in_flight: int = args.max_in_flight
+        self.paused = False  # the assigned partitions are paused: max_in_flight orders in progress
+        # A record is done when its order is counted or its DLQ copy acknowledged; the commit
+        # position of a partition is its lowest record not done.
+        self.offsets = OffsetTracker()
         # Quiet runs skip formatting the per-order lines altogether: it costs more than decoding.
         self.verbose = not args.quiet
         self.say: Callable[[str], None] = print if self.verbose else (lambda _line: None)
+        self.last_named = ""  # the orderId the last line was about: lines about another one name theirs
         self.retries = 0
         self.dead_lettered = 0
         self.errors = 0  # consume errors and aborted transactions (client errors are counted in cluster)
-        # Called after every record, e.g. to refresh the live view in the middle of a slow batch.
+        # Called after every try, e.g. to refresh the live view in the middle of a slow batch.
         self.after_each_record: Callable[[], None] = lambda: None
         # The partitions this consumer owns now; a record polled before its partition was revoked
         # (consume() can run on_revoke after poll() returned it) belongs to the new owner.
@@ -68,7 +80,11 @@ class OrderProcessor:
         self.finished = False  # finish() ran: close()'s revoke has nothing left to wait for
 
     # -- the per-record logic -------------------------------------------------------------
-    def handle(self, msg: Message) -> None:
+    def receive(self, msg: Message) -> None:
+        """A record just polled: poison goes to the DLQ, an order gets its first try now, or
+        after the orders of its key that came before it."""
+        partition, offset = partition_key(msg), offset_of(msg)
+        self.offsets.received(partition, offset)
         try:
             order = self.codec.decode(msg.value())
         except OrderDecodeError as exc:  # poison: retrying cannot fix bytes
@@ -76,26 +92,53 @@ class OrderProcessor:
             self.dead_letter(msg, exc, attempts=0, label=describe(msg))
             return
         if self.verbose:
+            self.last_named = order.order_id
             print(f"Received order: {order}")
-        try:
-            attempts = call_with_retries(self.failures.maybe_fail, self.policy, self.report_failed_attempt)
-        except PermanentFailure as failure:
-            self.retries += failure.attempts - 1
-            self.say("Permanent failure")
-            self.dead_letter(msg, failure.last_error, failure.attempts, label=f"orderId {order.order_id}")
-            return
-        self.retries += attempts - 1
-        self.count(msg, order)
-        if self.verbose:
-            print(f"✓ Processing successful\n{self.running_average()}\n")
+        work = Work(msg, order, partition, offset, lane_of(msg, partition, offset))
+        if self.schedule.busy(work.lane):
+            self.schedule.add(work, time.monotonic())  # tried once the earlier ones are finished
+        else:
+            self.attempt(work)
 
-    def report_failed_attempt(self, attempt: int, exc: Exception) -> None:
-        self.say(f"  Attempt {attempt}/{self.policy.max_attempts} failed: {exc}")
+    def attempt(self, work: Work) -> None:
+        """One try; after a failure the order is due again a backoff later, or goes to the DLQ."""
+        work.tries += 1
+        try:
+            self.try_once(work)
+        except TemporaryProcessingError as exc:
+            self.say(f"  Attempt {work.tries}/{self.policy.max_attempts} failed{self.naming(work)}: {exc}")
+            if work.tries < self.policy.max_attempts:
+                self.retries += 1
+                due_at = time.monotonic() + self.policy.delay_after(work.tries)
+                if self.schedule.busy(work.lane):  # it is the head of its lane
+                    self.schedule.try_again(work, due_at)
+                else:
+                    self.schedule.add(work, due_at)
+                return
+            self.say(f"Permanent failure{self.naming(work)}")
+            self.schedule.finished(work, time.monotonic())
+            self.dead_letter(work.msg, exc, work.tries, label=f"orderId {work.order.order_id}")
+            return
+        self.schedule.finished(work, time.monotonic())
+        self.count(work)
+        if self.verbose:
+            print(f"✓ Processing successful{self.naming(work)}\n{self.running_average()}\n")
+
+    def try_once(self, work: Work) -> None:
+        """The processing step that may fail transiently (a payment or stock call in a real service)."""
+        self.failures.maybe_fail(work.order.order_id, work.tries)
+
+    def naming(self, work: Work) -> str:
+        """'' when the previous line was about this order (the seed's format), else its orderId."""
+        if work.order.order_id == self.last_named:
+            return ""
+        self.last_named = work.order.order_id
+        return f" (orderId {work.order.order_id})"
 
     def process(self, messages: list[Message], stop: threading.Event) -> None:
         for msg in messages:
             if stop.is_set():
-                return  # the rest are not marked done, so they are redelivered next time
+                return  # the rest are not received, so they are delivered again next time
             if error := msg.error():
                 if error.fatal():
                     raise UserError(f"Kafka consumer failed: {error.str()}")
@@ -104,8 +147,46 @@ class OrderProcessor:
                 continue
             if partition_key(msg) not in self.assigned:
                 continue  # revoked since it was polled: its new owner reads it from the committed offset
-            self.handle(msg)
+            self.receive(msg)
             self.after_each_record()
+
+    def run_due(self, stop: threading.Event) -> None:
+        """The tries whose time has come."""
+        while not stop.is_set() and (work := self.schedule.pop_due(time.monotonic())) is not None:
+            self.attempt(work)
+            self.after_each_record()
+
+    def drain(self, timeout_s: float) -> None:
+        """Give the orders in progress up to timeout_s to finish; the rest stay not done (their
+        records are delivered again after a restart)."""
+        deadline = time.monotonic() + timeout_s
+        never = threading.Event()
+        while self.schedule.size and (wait := self.schedule.seconds_to_next(time.monotonic())) is not None:
+            if time.monotonic() + wait > deadline:
+                return
+            time.sleep(wait)
+            self.run_due(never)
+            self.dlq.poll()
+
+    # -- flow control --------------------------------------------------------------------
+    def room(self) -> int:
+        """How many more records may be taken now: orders in progress stay within max_in_flight."""
+        return 0 if self.paused else max(0, self.max_in_flight - self.schedule.size)
+
+    def pause_or_resume(self) -> None:
+        """Pause the partitions when max_in_flight orders are in progress; resume at half that."""
+        in_progress = self.schedule.size
+        if not self.paused and in_progress >= self.max_in_flight:
+            self.consumer.pause(self.consumer.assignment())
+            self.paused = True
+        elif self.paused and in_progress <= self.max_in_flight // 2:
+            self.consumer.resume(self.consumer.assignment())
+            self.paused = False
+
+    def poll_timeout(self, longest_s: float) -> float:
+        """Poll no longer than until the next try is due."""
+        wait = self.schedule.seconds_to_next(time.monotonic())
+        return longest_s if wait is None else min(longest_s, wait)
 
     def summary(self) -> str:
         average = self.running_average()
@@ -115,7 +196,7 @@ class OrderProcessor:
         )
 
     # -- what differs between delivery modes ------------------------------------------------
-    def count(self, msg: Message, order: Order) -> None:
+    def count(self, work: Work) -> None:
         raise NotImplementedError
 
     def dead_letter(self, msg: Message, error: Exception, attempts: int, label: str) -> None:
@@ -124,18 +205,30 @@ class OrderProcessor:
     def running_average(self) -> RunningAverage:
         raise NotImplementedError
 
+    def checkpoint(self, quiet: bool = False) -> None:
+        """After each poll (quiet: it brought nothing): make what is done committable."""
+
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.joined = True
         self.rebalances += 1
         self.assigned.update(partition_key(tp) for tp in partitions)
 
+    def paused_as_the_rest(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Newly assigned partitions start paused while the consumer is full."""
+        if self.paused and partitions:
+            consumer.pause(partitions)
+
     def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.joined = False
         self.rebalances += 1
-        self.assigned.difference_update(partition_key(tp) for tp in partitions)
+        revoked = {partition_key(tp) for tp in partitions}
+        self.assigned.difference_update(revoked)
+        # Orders still waiting are not done: dropped uncommitted, the new owner gets them again.
+        self.schedule.drop(revoked)
+        self.offsets.forget(list(revoked))
 
     def finish(self, clean: bool) -> None:
-        """Before the consumer closes: nothing done may be left unacknowledged."""
+        """Before the consumer closes: nothing done may be left uncommittable."""
 
 
 class AtLeastOnceProcessor(OrderProcessor):
@@ -146,25 +239,12 @@ class AtLeastOnceProcessor(OrderProcessor):
         self, consumer: Consumer, dlq: DeadLetterPublisher, codec: OrderCodec, args: argparse.Namespace
     ) -> None:
         super().__init__(consumer, dlq, codec, args)
-        self.offsets = OffsetTracker()
         self.aggregate = RunningAverage()
+        self.stored: dict[PartitionKey, int] = {}
 
-    def handle(self, msg: Message) -> None:
-        self.offsets.received(partition_key(msg), offset_of(msg))
-        super().handle(msg)
-
-    def process(self, messages: list[Message], stop: threading.Event) -> None:
-        try:
-            super().process(messages, stop)
-        finally:
-            # One store per partition and batch, also when an exception cut the batch short: the
-            # tracker keeps the position at the first record that is not done.
-            for key in {partition_key(msg) for msg in messages}:
-                self.store_offset(key)
-
-    def count(self, msg: Message, order: Order) -> None:
-        self.aggregate.add(order.price)
-        self.offsets.done(partition_key(msg), offset_of(msg))
+    def count(self, work: Work) -> None:
+        self.aggregate.add(work.order.price)
+        self.offsets.done(work.partition, work.offset)
 
     def running_average(self) -> RunningAverage:
         return self.aggregate
@@ -174,32 +254,43 @@ class AtLeastOnceProcessor(OrderProcessor):
 
         def acked() -> None:
             self.offsets.done(key, offset)
-            self.store_offset(key)
             self.dead_lettered += 1
+            self.last_named = ""
             self.say(f"Moved to DLQ: {label}\n")
 
         self.dlq.send(msg, error, attempts, on_acked=acked)
 
-    def store_offset(self, key: PartitionKey) -> None:
-        position = self.offsets.commit_position(key)
-        if position is not None and key in self.assigned:
-            self.consumer.store_offsets(offsets=[TopicPartition(key[0], key[1], position)])
+    def checkpoint(self, quiet: bool = False) -> None:
+        for key in self.assigned:
+            position = self.offsets.commit_position(key)
+            if position is not None and position != self.stored.get(key):
+                self.consumer.store_offsets(offsets=[TopicPartition(key[0], key[1], position)])
+                self.stored[key] = position
+
+    def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        super().on_assign(consumer, partitions)
+        self.paused_as_the_rest(consumer, partitions)
 
     def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Before partitions move to another consumer: finish their DLQ writes and commit."""
         self.dlq.flush(0 if self.finished else FLUSH_TIMEOUT_S)
+        self.checkpoint()
         try:
             consumer.commit(asynchronous=False)
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError._NO_OFFSET:
                 print(f"kafka: commit on revoke failed: {exc.args[0].str()}", file=sys.stderr)
         super().on_revoke(consumer, partitions)
-        self.offsets.forget([partition_key(p) for p in partitions])
+        for tp in partitions:
+            self.stored.pop(partition_key(tp), None)
 
     def finish(self, clean: bool) -> None:
-        # DLQ copies acknowledged first (they store their offsets); close() then commits them.
+        # DLQ copies acknowledged first (they release their offsets); close() then commits them.
+        if clean:
+            self.drain(self.policy.worst_case_s() + 1.0)
         self.finished = True
         unacked = self.dlq.flush(FLUSH_TIMEOUT_S)
+        self.checkpoint()
         if unacked:
             print(
                 f"warning: {unacked} DLQ copies unacknowledged; their offsets stay uncommitted",

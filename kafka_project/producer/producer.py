@@ -1,8 +1,10 @@
-"""Stream random orders to Kafka, one Avro single-object record per message, keyed by orderId.
+"""Stream random orders to Kafka, one Avro single-object record per message, keyed by orderId
+(or, with --customers N, by one of N customer ids, so orders of one customer share a key).
 
 Examples:
   python kafka_project/producer/producer.py                      # one order a second until Ctrl-C
   python kafka_project/producer/producer.py --count 1000 --interval 0 --seed 42 --quiet
+  python kafka_project/producer/producer.py --count 5000 --interval 0 --customers 10
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import threading
 import time
 from collections.abc import Iterator
 from decimal import Decimal
-from itertools import count, islice
+from itertools import count, islice, repeat
 
 from confluent_kafka import KafkaError, Message, Producer
 
@@ -24,6 +26,7 @@ from kafka_project.cli import (
     make_parser,
     non_negative,
     parse_with_connection,
+    positive_int,
     run,
     stop_on_signals,
 )
@@ -51,6 +54,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=1.0,
         metavar="SECONDS",
         help="pause between orders; 0 = as fast as possible (default %(default)s)",
+    )
+    parser.add_argument(
+        "--customers",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="key each order by one of N customer ids (customer-1 .. customer-N) instead of its orderId",
     )
     parser.add_argument("--seed", type=int, default=None, help="make the orders reproducible")
     parser.add_argument("--quiet", action="store_true", help="print only the final summary")
@@ -86,6 +96,14 @@ def random_orders(seed: int | None = None) -> Iterator[Order]:
         yield Order(f"ORD-{run_id}-{sequence:06d}", product, Decimal(cents).scaleb(-2))
 
 
+def order_keys(customers: int | None, seed: int | None) -> Iterator[bytes | None]:
+    """The key of each order: None (keyed by its orderId) or a random customer id."""
+    if customers is None:
+        return repeat(None)
+    rng = random.Random(f"customers-{seed}")  # its own draws: the orders stay those of --seed
+    return (f"customer-{1 + int(rng.random() * customers)}".encode() for _ in count())
+
+
 class DeliveryReport:
     """The delivery callback: prints each delivery (unless quiet) and counts the failures."""
 
@@ -96,9 +114,8 @@ class DeliveryReport:
     def __call__(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
             self.failed += 1
-            key = msg.key()
-            assert key is not None  # every order is sent keyed by its orderId
-            print(f"Delivery failed for orderId {key.decode()}: {err.str()}", file=sys.stderr)
+            key = (msg.key() or b"").decode(errors="replace")  # the orderId, or a customer id
+            print(f"Delivery failed for the order keyed {key}: {err.str()}", file=sys.stderr)
         elif not self.quiet:
             print(f"Message delivered to {msg.topic()} [{msg.partition()}]")
 
@@ -124,10 +141,12 @@ def main(args: argparse.Namespace) -> int:
     sent = 0
     next_send = time.monotonic()
     with progress_bar(args.count, args.topic) as progress:
-        for order in islice(random_orders(args.seed), args.count):
+        keys = order_keys(args.customers, args.seed)  # endless: the orders set the length
+        orders = zip(islice(random_orders(args.seed), args.count), keys, strict=False)
+        for order, customer in orders:
             if stop.is_set():
                 break
-            produce(producer, args.topic, key=order.order_id.encode(), value=codec.encode(order))
+            produce(producer, args.topic, key=customer or order.order_id.encode(), value=codec.encode(order))
             sent += 1
             progress(sent)
             if not args.quiet:

@@ -9,34 +9,11 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 
 from kafka_project.consumer.aggregate import RunningAverage
-from kafka_project.consumer.consumer import batch_size_for
 from kafka_project.consumer.exactly_once import retry_retriable
 from kafka_project.consumer.offsets import OffsetTracker
-from kafka_project.consumer.retry import (
-    PermanentFailure,
-    RetryPolicy,
-    SimulatedFailures,
-    TemporaryProcessingError,
-    call_with_retries,
-)
-
-
-def run_seeded(rate: float, seed: int, orders: int) -> list[int | None]:
-    """Attempts used per order (None = permanent failure), as the consumer runs them."""
-    failures = SimulatedFailures(rate, random.Random(seed))
-    results: list[int | None] = []
-    for _ in range(orders):
-        try:
-            results.append(call_with_retries(failures.maybe_fail, RetryPolicy(3, 0), sleep=lambda s: None))
-        except PermanentFailure as exc:
-            assert exc.attempts == 3
-            results.append(None)
-    return results
-
-
-def test_seeded_failures_repeat_exactly():
-    assert run_seeded(0.3, 7, 500) == run_seeded(0.3, 7, 500)
-    assert run_seeded(0.3, 7, 500) != run_seeded(0.3, 8, 500)
+from kafka_project.consumer.retry import SimulatedFailures, TemporaryProcessingError
+from kafka_project.consumer.schedule import RetrySchedule, Work
+from kafka_project.order_codec import Order
 
 
 class Draws(random.Random):
@@ -51,62 +28,15 @@ class Draws(random.Random):
 
 
 def test_a_try_fails_exactly_when_the_draw_is_below_the_rate():
-    failures = SimulatedFailures(0.3, Draws([0.0, 0.2999, 0.3, 0.9999]))
+    failures = SimulatedFailures(0.3, rng=Draws([0.0, 0.2999, 0.3, 0.9999]))
     outcomes = []
     for _ in range(4):
         try:
-            failures.maybe_fail()
+            failures.maybe_fail("ORD-1", 1)
             outcomes.append("ok")
         except TemporaryProcessingError:
             outcomes.append("failed")
     assert outcomes == ["failed", "failed", "ok", "ok"]
-
-
-def test_an_order_goes_to_the_dlq_only_when_all_three_tries_fail():
-    def attempts(draws: list[float]) -> int | None:
-        failures = SimulatedFailures(0.3, Draws(draws))
-        try:
-            return call_with_retries(failures.maybe_fail, RetryPolicy(3, 0), sleep=lambda s: None)
-        except PermanentFailure as exc:
-            return None if exc.attempts == 3 else -1
-
-    assert attempts([0.5]) == 1
-    assert attempts([0.1, 0.5]) == 2
-    assert attempts([0.1, 0.1, 0.5]) == 3
-    assert attempts([0.1, 0.1, 0.1]) is None
-
-
-@pytest.mark.parametrize(("rate", "expected"), [(0.0, 1), (1.0, None)])
-def test_rate_zero_never_fails_and_one_always_fails(rate, expected):
-    assert set(run_seeded(rate, 3, 100)) == {expected}
-
-
-def test_backoff_grows_per_attempt_and_failures_are_reported():
-    slept, reported = [], []
-    failures = iter([True, True, False])
-
-    def action():
-        if next(failures):
-            raise TemporaryProcessingError("boom")
-
-    attempts = call_with_retries(
-        action, RetryPolicy(3, 0.5), lambda k, exc: reported.append((k, str(exc))), slept.append
-    )
-    assert attempts == 3
-    assert slept == [0.5, 1.0]
-    assert reported == [(1, "boom"), (2, "boom")]
-
-
-def test_other_errors_are_not_retried():
-    calls = []
-
-    def action():
-        calls.append(1)
-        raise KeyError("bug")
-
-    with pytest.raises(KeyError):
-        call_with_retries(action, RetryPolicy(3, 0), sleep=lambda s: None)
-    assert len(calls) == 1
 
 
 def test_running_average_is_exact_to_the_cent():
@@ -174,16 +104,6 @@ def test_revoked_partitions_are_forgotten():
     assert tracker.commit_position(("orders", 1)) == 10
 
 
-@pytest.mark.parametrize(
-    ("attempts", "backoff", "worst_case", "batch"),
-    [(3, 0.1, 0.3, 33), (3, 0.0, 0.0, 500), (1, 5.0, 0.0, 500), (4, 0.5, 3.0, 3), (5, 1.0, 10.0, 1)],
-)
-def test_records_per_poll_keep_retry_time_between_polls_bounded(attempts, backoff, worst_case, batch):
-    policy = RetryPolicy(attempts, backoff)
-    assert policy.worst_case_s() == pytest.approx(worst_case)
-    assert batch_size_for(policy) == batch
-
-
 def test_retriable_transactional_calls_pause_between_tries_and_give_up_in_time():
     calls: list[float] = []
 
@@ -223,3 +143,54 @@ def test_records_done_behind_a_slow_one_do_not_pile_up():
     assert len(tracker._lowest[key]) <= 2 * 1 + 64 + 1
     tracker.done(key, 0)
     assert tracker.commit_position(key) == 100_001
+
+
+def work(offset: int, key: bytes | int, partition: int = 0) -> Work:
+    order = Order(f"ORD-{offset}", "Phone", Decimal("1.00"))
+    return Work(None, order, ("orders", partition), offset, ("orders", partition, key))  # type: ignore[arg-type]
+
+
+def test_a_waiting_order_holds_back_only_its_own_key():
+    schedule = RetrySchedule()
+    first, same_key, other_key = work(0, b"alice"), work(1, b"alice"), work(2, b"bob")
+    schedule.add(first, due_at=10.0)  # failed its first try: due again at t=10
+    assert schedule.busy(first.lane) and not schedule.busy(other_key.lane)
+    schedule.add(same_key, due_at=0.0)  # queued behind it, whatever its own due time
+    assert schedule.pop_due(now=5.0) is None
+    assert schedule.seconds_to_next(now=5.0) == 5.0
+    assert schedule.pop_due(now=10.0) is first
+    schedule.finished(first, now=10.0)
+    assert schedule.pop_due(now=10.0) is same_key  # next of its key, due at once
+    schedule.finished(same_key, now=10.0)
+    assert schedule.size == 0 and not schedule.busy(first.lane)
+
+
+def test_retries_come_back_in_due_order_and_dropped_partitions_are_forgotten():
+    schedule = RetrySchedule()
+    late, early, revoked = work(0, b"a"), work(1, b"b"), work(2, b"c", partition=1)
+    schedule.add(late, due_at=3.0)
+    schedule.add(early, due_at=1.0)
+    schedule.add(revoked, due_at=0.5)
+    schedule.drop({("orders", 1)})
+    assert schedule.size == 2
+    assert [schedule.pop_due(now=9.0), schedule.pop_due(now=9.0)] == [early, late]
+    schedule.try_again(late, due_at=12.0)
+    assert schedule.pop_due(now=11.9) is None and schedule.pop_due(now=12.0) is late
+
+
+def test_an_order_done_at_its_first_try_never_enters_the_schedule():
+    schedule = RetrySchedule()
+    schedule.finished(work(0, b"a"), now=0.0)  # harmless: nothing queued
+    assert schedule.size == 0 and schedule.seconds_to_next(now=0.0) is None
+
+
+def test_a_seed_decides_each_try_of_each_order_whatever_order_they_run_in():
+    def outcomes(seed: int, order_ids: list[str]) -> dict[tuple[str, int], bool]:
+        failures = SimulatedFailures(0.3, seed)
+        return {(o, k): failures.draw(o, k) < 0.3 for o in order_ids for k in (1, 2, 3)}
+
+    ids = [f"ORD-{n}" for n in range(2000)]
+    assert outcomes(7, ids) == outcomes(7, list(reversed(ids)))
+    assert outcomes(7, ids) != outcomes(8, ids)
+    failed = sum(outcomes(7, ids).values()) / (3 * len(ids))
+    assert 0.27 < failed < 0.33  # about the rate
