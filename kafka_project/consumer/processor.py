@@ -88,6 +88,7 @@ class OrderProcessor:
         try:
             order = self.codec.decode(msg.value())
         except OrderDecodeError as exc:  # poison: retrying cannot fix bytes
+            self.last_named = ""
             self.say(f"Poison record at {describe(msg)}: {exc}")
             self.dead_letter(msg, exc, attempts=0, label=describe(msg))
             return
@@ -149,6 +150,7 @@ class OrderProcessor:
                 continue  # revoked since it was polled: its new owner reads it from the committed offset
             self.receive(msg)
             self.after_each_record()
+            self.run_due(stop)  # retries due by now go first: a backoff of 0 retries at once
 
     def run_due(self, stop: threading.Event) -> None:
         """The tries whose time has come."""

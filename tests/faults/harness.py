@@ -268,13 +268,21 @@ class Run:
         return all(tp.offset >= ends[tp.partition] for tp in committed)
 
 
+# "Received order: {'orderId': 'X', ...", or "... (orderId X)" on a line about another order than the last
+ORDER_NAMED = re.compile(r"^Received order: \{'orderId': '([^']+)'|\(orderId ([^)]+)\)")
+
+
 def successful_order_ids(output: str) -> list[str]:
-    """orderIds a consumer printed as processed: a `Received order` block that ends in ✓."""
+    """orderIds a consumer printed as processed. A line about an order names it unless the line
+    before it was about the same order (the seed's format), so the last order named is the one a
+    `✓ Processing successful` line without a name is about."""
     done, current = [], None
     for line in output.splitlines():
-        if match := re.match(r"Received order: \{'orderId': '([^']+)'", line):
-            current = match.group(1)
-        elif line.startswith("✓ Processing successful") and current:
+        if match := ORDER_NAMED.search(line):
+            current = match.group(1) or match.group(2)
+        elif line.startswith("Moved to DLQ: ") or line.startswith("Poison record at "):
+            current = None
+        if line.startswith("✓ Processing successful") and current:
             done.append(current)
             current = None
     return done

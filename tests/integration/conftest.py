@@ -6,9 +6,11 @@ reuses) a ZooKeeper-backed Apache Kafka on localhost:9092. Every test gets its o
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,6 +24,8 @@ from confluent_kafka import Consumer, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from kafka_project.cluster import read_topic
+from kafka_project.consumer import consumer
+from kafka_project.consumer.processor import OrderProcessor
 from kafka_project.dlq.dlq_producer import DLQ_TOPIC_CONFIG
 
 REPO = Path(__file__).resolve().parents[2]
@@ -147,3 +151,28 @@ def consumer_args(topics: Topics, *extra: str) -> list[str]:
         topics.stats,
         *extra,
     ]
+
+
+def consume_in_process(
+    kafka_consumer: Consumer,
+    processor: OrderProcessor,
+    args: argparse.Namespace,
+    topics: Topics,
+    between_batches: Callable[[], None] = lambda: None,
+) -> None:
+    """The consumer script's loop, in this process, until --idle-timeout."""
+    kafka_consumer.subscribe([topics.orders], on_assign=processor.on_assign, on_revoke=processor.on_revoke)
+    try:
+        consumer.consume_until_stopped(kafka_consumer, processor, args, threading.Event(), between_batches)
+        processor.finish(clean=True)
+    finally:
+        kafka_consumer.close()
+
+
+def kafka_offsets(bootstrap_servers: str, topics: Topics) -> list[TopicPartition]:
+    """The group's committed offsets, with the aggregate in their metadata."""
+    reader = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": topics.group})
+    try:
+        return reader.committed([TopicPartition(topics.orders, 0)], timeout=10)
+    finally:
+        reader.close()

@@ -1,42 +1,34 @@
 """--exactly-once: the aggregate survives a restart, and the stats view shows the exact global figures."""
 
-import argparse
 import json
 import subprocess
 import threading
 import time
-from collections.abc import Callable
 from decimal import Decimal
+from typing import ClassVar
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer
 
 from kafka_project.consumer import consumer
 from kafka_project.consumer.aggregate import RunningAverage
 from kafka_project.consumer.exactly_once import ExactlyOnceProcessor, transactional_producer_config
-from kafka_project.consumer.processor import OrderProcessor
 from kafka_project.consumer.state import aggregate_from_metadata, read_states
 from kafka_project.dlq.dlq_producer import DeadLetterPublisher
 from kafka_project.order_codec import OrderCodec
 
-from .conftest import REPO, Topics, consumer_args, headers_of, records, run_script, summary
+from .conftest import (
+    REPO,
+    Topics,
+    consume_in_process,
+    consumer_args,
+    headers_of,
+    kafka_offsets,
+    records,
+    run_script,
+    summary,
+)
 
 codec = OrderCodec()
-
-
-def consume_in_process(
-    kafka_consumer: Consumer,
-    processor: OrderProcessor,
-    args: argparse.Namespace,
-    topics: Topics,
-    between_batches: Callable[[], None] = lambda: None,
-) -> None:
-    """The consumer script's loop, in this process, until --idle-timeout."""
-    kafka_consumer.subscribe([topics.orders], on_assign=processor.on_assign, on_revoke=processor.on_revoke)
-    try:
-        consumer.consume_until_stopped(kafka_consumer, processor, args, threading.Event(), between_batches)
-        processor.finish(clean=True)
-    finally:
-        kafka_consumer.close()
 
 
 def prices_not_dead_lettered(bootstrap_servers: str, topics: Topics) -> list[Decimal]:
@@ -199,15 +191,6 @@ def test_offsets_reset_with_kafka_consumer_groups_restarts_the_aggregate_at_once
     assert (state.count, state.total, state.next_offset) == (40, sum(prices), 40)
 
 
-def kafka_offsets(bootstrap_servers: str, topics: Topics) -> list[TopicPartition]:
-    """The group's committed offsets, with the aggregate in their metadata."""
-    reader = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": topics.group})
-    try:
-        return reader.committed([TopicPartition(topics.orders, 0)], timeout=10)
-    finally:
-        reader.close()
-
-
 class TimedProducer(Producer):
     """A real transactional producer that records how long each transaction lived on the broker:
     from its first record (when the broker's transaction timer starts) to the end of its commit."""
@@ -261,33 +244,67 @@ def test_no_transaction_outlives_its_timeout_while_an_order_is_retried(bootstrap
     assert timed.lifetimes and max(timed.lifetimes) < 2.0, timed.lifetimes  # MAX_TRANSACTION_S is 1 s
 
 
+class StallingProducer(Producer):
+    """A real transactional producer that, once asked to, stalls 13 s inside a transaction (its
+    snapshot records already written, so the broker's transaction timer runs) before sending offsets."""
+
+    stall_next: ClassVar[threading.Event] = threading.Event()
+    stalled: ClassVar[list[float]] = []
+
+    def send_offsets_to_transaction(self, *args) -> None:
+        if self.stall_next.is_set() and not self.stalled:
+            self.stalled.append(time.monotonic())
+            time.sleep(13)  # transaction.timeout.ms is 10 s; the broker checks every 2 s
+        super().send_offsets_to_transaction(*args)
+
+
 def test_a_stall_longer_than_the_transaction_timeout_counts_nothing_twice(bootstrap_servers, topics, capsys):
-    """The consumer stalls for 13 s between two records (a paused terminal, a blocked stdout) while
-    its transaction holds a DLQ copy: the broker aborts that transaction and fences the producer.
-    The next record finds it out; whatever it was doing then, every order is counted exactly once."""
+    """The consumer stalls for 13 s in the middle of a transaction (a paused terminal, a slow
+    broker): the broker aborts it and fences the producer. The consumer starts again from the last
+    commit with a new producer, and every order is counted exactly once."""
     run_script(
-        "producer", "--topic", topics.orders, "--count", "200", "--interval", "0", "--seed", "6", "--quiet"
+        "producer",
+        "--topic",
+        topics.orders,
+        "--count",
+        "2000",
+        "--interval",
+        "0.002",
+        "--seed",
+        "6",
+        "--quiet",
     )
     flags = ["--exactly-once", "--seed", "4", "--retry-backoff", "0", "--idle-timeout", "3", "--quiet"]
     args = consumer.parse_args([*consumer_args(topics, *flags), "--bootstrap-servers", bootstrap_servers])
+    transactional_ids = iter(f"{topics.group}-stall-{n}" for n in range(1, 10))
+
+    def new_producer() -> Producer:
+        return StallingProducer(transactional_producer_config(bootstrap_servers, next(transactional_ids)))
+
     kafka_consumer = Consumer(consumer.consumer_config(bootstrap_servers, topics.group, exactly_once=True))
-    processor = consumer.make_processor(kafka_consumer, codec, args)
-    stalls = []
+    processor = ExactlyOnceProcessor(
+        kafka_consumer,
+        DeadLetterPublisher(new_producer(), topics.dlq, topics.group, resend_failed=False),
+        codec,
+        args,
+        new_producer=new_producer,
+        stats_topic=topics.stats,
+        group_id=topics.group,
+    )
+    StallingProducer.stalled.clear()
+    StallingProducer.stall_next.clear()
 
-    def stall_once_with_a_dlq_copy_in_the_transaction() -> None:
-        txn = processor.txn
-        if not stalls and txn and txn.first_write_at and processor.running_average().count >= 50:
-            stalls.append(txn)
-            time.sleep(13)  # transaction.timeout.ms is 10 s; the broker checks every 2 s
+    def stall_after_50_orders() -> None:
+        if processor.running_average().count >= 50:
+            StallingProducer.stall_next.set()
 
-    processor.after_each_record = stall_once_with_a_dlq_copy_in_the_transaction
-    consume_in_process(kafka_consumer, processor, args, topics)
+    consume_in_process(kafka_consumer, processor, args, topics, stall_after_50_orders)
 
-    assert stalls, "the consumer never had a DLQ copy in an open transaction after 50 orders"
+    assert StallingProducer.stalled, "the consumer never committed after 50 orders"
     assert "transaction lost (" in capsys.readouterr().err
     expected = prices_not_dead_lettered(bootstrap_servers, topics)
     (committed,) = kafka_offsets(bootstrap_servers, topics)
     assert (committed.offset, aggregate_from_metadata(committed.metadata)) == (
-        200,
+        2000,
         RunningAverage(len(expected), sum(expected, Decimal("0.00"))),
     )

@@ -64,7 +64,8 @@ def test_a_second_ctrl_c_during_a_retry_wait_commits_only_what_is_done(bootstrap
     must stay at 1, and a restart dead-letters orders 1 to 4."""
     produce_orders(topics, 5)
     log = tmp_path / "consumer.log"
-    args = consumer_args(topics, "--failure-rate", "1", "--retry-backoff", "1")
+    # One order at a time, as in the review: order 1 waits while nothing else is in progress.
+    args = consumer_args(topics, "--failure-rate", "1", "--retry-backoff", "1", "--max-in-flight", "1")
     with open(log, "w") as out:
         process = subprocess.Popen(
             [sys.executable, "-u", SCRIPTS["consumer"], *args], stdout=out, stderr=subprocess.STDOUT, cwd=REPO

@@ -78,8 +78,9 @@ def test_consumer_killed_mid_stream_loses_nothing(bootstrap_servers, topics, tmp
     assert summary(produced)["delivered"] == "1000"
     all_ids = {msg.key().decode() for msg in records(bootstrap_servers, topics.orders)}
 
-    # Backoff 0.02 s: about 10 s for 1000 orders, so the kill lands mid-stream.
-    args = consumer_args(topics, "--failure-rate", "0.3", "--retry-backoff", "0.02")
+    # One order at a time with backoff 0.02 s: about 10 s for 1000 orders, so the kill lands
+    # mid-stream (test_concurrent_retries kills a consumer with thousands of orders in progress).
+    args = consumer_args(topics, "--failure-rate", "0.3", "--retry-backoff", "0.02", "--max-in-flight", "1")
     first_log = tmp_path / "first.log"
     with committed_offset_reader(bootstrap_servers, topics.group) as committed:
         first = start_script("consumer", *args, stdout_path=first_log)

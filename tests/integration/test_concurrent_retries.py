@@ -1,0 +1,165 @@
+"""Retries on a schedule: orders of other keys go on while one waits for its next try; orders of one
+key are processed one after the other, in offset order; nothing is lost or counted twice."""
+
+import itertools
+import signal
+import time
+from collections import defaultdict
+from decimal import Decimal
+
+import pytest
+from confluent_kafka import Consumer
+
+from kafka_project.consumer import consumer
+from kafka_project.consumer.schedule import Work
+from kafka_project.consumer.state import aggregate_from_metadata
+from kafka_project.order_codec import OrderCodec
+from tests.faults.harness import successful_order_ids
+
+from .conftest import (
+    committed_offset,
+    committed_offset_reader,
+    consume_in_process,
+    consumer_args,
+    headers_of,
+    kafka_offsets,
+    records,
+    run_script,
+    start_script,
+    summary,
+    wait_until,
+)
+
+codec = OrderCodec()
+MODES = {"at-least-once": [], "exactly-once": ["--exactly-once"]}
+
+
+def produce_for_customers(topics, count: int, customers: int, seed: int) -> None:
+    produced = run_script(
+        "producer",
+        *("--topic", topics.orders, "--count", str(count), "--interval", "0"),
+        *("--customers", str(customers), "--seed", str(seed), "--quiet"),
+    )
+    assert summary(produced)["delivered"] == str(count), produced.stderr
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_5000_orders_of_10_customers_keep_per_key_order_and_backoff(bootstrap_servers, topics, mode):
+    produce_for_customers(topics, 5000, customers=10, seed=11)
+    flags = [*MODES[mode], "--failure-rate", "0.3", "--seed", "5", "--idle-timeout", "3", "--quiet"]
+    args = consumer.parse_args([*consumer_args(topics, *flags), "--bootstrap-servers", bootstrap_servers])
+    kafka_consumer = Consumer(consumer.consumer_config(bootstrap_servers, topics.group, args.exactly_once))
+    processor = consumer.make_processor(kafka_consumer, codec, args)
+    tries: list[tuple[float, bytes, int, int]] = []  # (when, key, offset, try number), as they ran
+    try_once = processor.try_once
+
+    def recorded(work: Work) -> None:
+        tries.append((time.monotonic(), work.msg.key(), work.offset, work.tries))
+        try_once(work)
+
+    processor.try_once = recorded  # type: ignore[method-assign]
+    finish, finished = processor.finish, []
+
+    def finish_and_keep_the_aggregate(clean: bool) -> None:  # close() forgets the revoked partitions
+        finish(clean)
+        finished.append(processor.running_average())
+
+    processor.finish = finish_and_keep_the_aggregate  # type: ignore[method-assign]
+    consume_in_process(kafka_consumer, processor, args, topics)
+
+    # Every order counted or dead-lettered, once.
+    orders = records(bootstrap_servers, topics.orders)
+    dead = records(bootstrap_servers, topics.dlq)
+    dead_offsets = [int(headers_of(msg)["dlq.original.offset"]) for msg in dead]
+    assert len(dead_offsets) == len(set(dead_offsets)) > 0
+    expected = [codec.decode(m.value()).price for m in orders if m.offset() not in set(dead_offsets)]
+    (average,) = finished
+    assert (average.count, average.total_price) == (len(expected), sum(expected, Decimal("0.00")))
+    assert processor.dead_lettered == len(dead) and average.count + len(dead) == 5000
+    assert committed_offset(bootstrap_servers, topics.group, topics.orders) == 5000
+    if mode == "exactly-once":  # the state committed with the offset is the same figure
+        (committed,) = kafka_offsets(bootstrap_servers, topics)
+        assert aggregate_from_metadata(committed.metadata) == average
+
+    # Per key, tries run in offset order: no try of an order before the last try of the one before.
+    by_key: dict[bytes, list[int]] = defaultdict(list)
+    by_order: dict[int, list[float]] = defaultdict(list)
+    for when, key, offset, _try in tries:
+        by_key[key].append(offset)
+        by_order[offset].append(when)
+    assert len(by_key) == 10
+    for key, offsets in by_key.items():
+        assert offsets == sorted(offsets), f"{key!r} was processed out of offset order"
+    # Each order's tries are spaced by at least its backoff: 0.1 s after try 1, 0.2 s after try 2.
+    gaps = [
+        (later - earlier, k * 0.1)
+        for times in by_order.values()
+        for k, (earlier, later) in enumerate(itertools.pairwise(times), start=1)
+    ]
+    assert gaps and all(gap >= backoff for gap, backoff in gaps), min(g - b for g, b in gaps)
+    # And keys overlap: other keys' tries ran while an order waited for its next one.
+    positions = {(key, offset, n): i for i, (_, key, offset, n) in enumerate(tries)}
+    waits = [
+        positions[(k, o, n + 1)] - positions[(k, o, n)]
+        for (k, o, n) in positions
+        if (k, o, n + 1) in positions
+    ]
+    assert max(waits) > 1, "no order's retry ever let another order through"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_sigkill_with_many_orders_waiting_loses_nothing(bootstrap_servers, topics, mode, tmp_path):
+    """Half the tries fail and retries wait 0.5 s and 1 s: when the kill lands, thousands of orders
+    are waiting for their next try, above and below orders already done."""
+    count = 10_000
+    produced = run_script(
+        "producer",
+        "--topic",
+        topics.orders,
+        "--count",
+        str(count),
+        "--interval",
+        "0",
+        "--seed",
+        "8",
+        "--quiet",
+    )
+    assert summary(produced)["delivered"] == str(count)
+    args = consumer_args(
+        topics, *MODES[mode], "--failure-rate", "0.5", "--retry-backoff", "0.5", "--seed", "2"
+    )
+    first_log = tmp_path / "first.log"
+    with committed_offset_reader(bootstrap_servers, topics.group) as committed:
+        first = start_script("consumer", *args, stdout_path=first_log)
+        try:
+            wait_until(lambda: committed(topics.orders) > 0, 60, "the first consumer's first commit")
+            received = first_log.read_text().count("Received order")
+            first.send_signal(signal.SIGKILL)
+            first.wait(10)
+        finally:
+            first.kill()
+        at_kill = committed(topics.orders)
+        assert 0 < at_kill < count, "the kill should land mid-stream, after some commits"
+        assert received - at_kill > 500, f"only {received - at_kill} orders past the commit position"
+
+        second = run_script("consumer", *args, "--idle-timeout", "5")
+        (tmp_path / "second.log").write_text(second.stdout + second.stderr)
+        assert second.returncode == 0, second.stderr
+        assert committed(topics.orders) >= count  # exactly-once: a transaction marker may follow
+
+    dead = records(bootstrap_servers, topics.dlq)
+    dead_offsets = {int(headers_of(msg)["dlq.original.offset"]) for msg in dead}
+    orders = {m.offset(): codec.decode(m.value()) for m in records(bootstrap_servers, topics.orders)}
+    to_count = [order for offset, order in orders.items() if offset not in dead_offsets]
+    if mode == "at-least-once":  # every order counted by one of the two runs, or in the DLQ
+        counted = set(successful_order_ids(first_log.read_text() + second.stdout))
+        assert {o.order_id for o in to_count} - counted == set(), f"orders lost; logs in {tmp_path}"
+    else:  # the committed aggregate is exact, and each failed order is in the DLQ once
+        assert len(dead_offsets) == len(dead)
+        (offset,) = kafka_offsets(bootstrap_servers, topics)
+        aggregate = aggregate_from_metadata(offset.metadata)
+        assert aggregate is not None
+        assert (aggregate.count, aggregate.total_price) == (
+            len(to_count),
+            sum((o.price for o in to_count), Decimal("0.00")),
+        )
