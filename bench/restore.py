@@ -260,7 +260,7 @@ class RestoreBench:
                     raise RuntimeError(f"no assignment within {JOIN_TIMEOUT_S:.0f} s")
                 consumer.poll(0.01)  # serves the rebalance; no record is left to fetch
             restored = {
-                tp.partition: (tp.offset, processor.aggregates[(tp.topic, tp.partition)]) for tp in committed
+                tp.partition: (tp.offset, processor.committed[(tp.topic, tp.partition)]) for tp in committed
             }
             processor.finish(clean=True)
         finally:

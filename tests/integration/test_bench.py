@@ -1,4 +1,4 @@
-"""bench/run.py --quick runs against the real broker and writes every figure the issue names.
+"""python -m bench.run --quick runs against the real broker and writes every figure the issue names.
 
 No speed is asserted here (targets live in the benchmark's table); this keeps the script working
 as the product changes under it.
@@ -17,6 +17,9 @@ KEYS = (
     "producer_anchor_per_s",
     "consumer_orders_per_s",
     "consumer_anchor_per_s",
+    "shortest_loop_per_s",
+    "default_orders_per_s",
+    "one_at_a_time_orders_per_s",
     "encode_us",
     "decode_us",
     "exactly_once_ratio",
@@ -26,9 +29,10 @@ KEYS = (
 
 
 def test_quick_benchmark_writes_every_figure(bootstrap_servers, tmp_path):
-    command = [sys.executable, "bench/run.py", "--quick", "--bootstrap-servers", bootstrap_servers]
+    chart = tmp_path / "bench.png"
+    command = [sys.executable, "-m", "bench.run", "--quick", "--bootstrap-servers", bootstrap_servers]
     result = subprocess.run(
-        [*command, "--json", str(tmp_path / "bench.json")],
+        [*command, "--json", str(tmp_path / "bench.json"), "--chart", str(chart)],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -40,4 +44,7 @@ def test_quick_benchmark_writes_every_figure(bootstrap_servers, tmp_path):
         assert figures[key] > 0, key
     for rate in figures["e2e_ms"].values():
         assert 0 < rate["p50"] <= rate["p99"] <= rate["max"]
+    assert chart.read_bytes().startswith(b"\x89PNG")
+    for curve in figures["orders_per_s_by_failure_rate"].values():
+        assert set(curve) == {"0", "0.1", "0.3", "0.5"} and all(rate > 0 for rate in curve.values())
     assert "ProducerPerformance" in result.stdout and "ConsumerPerformance" in result.stdout
