@@ -17,8 +17,8 @@ import argparse
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
+from contextlib import suppress
 from copy import copy
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -52,6 +52,7 @@ COMMIT_INTERVAL_S = 1.0  # while records keep coming; a quiet topic commits at o
 TRANSACTION_TIMEOUT_MS = 10000
 API_TIMEOUT_S = 30.0  # for one transactional call, retries included
 RESTORE_TIMEOUT_S = 30.0
+PRODUCER_BLOCKED = KafkaError._TIMED_OUT  # raised fatal by call_with_deadline(), never by librdkafka
 
 
 def transactional_producer_config(bootstrap_servers: str, transactional_id: str) -> dict:
@@ -100,8 +101,7 @@ def retry_retriable(call: Callable[[], None], timeout_s: float = API_TIMEOUT_S) 
     pause = 0.05
     while True:
         try:
-            with said_if_blocked(timeout_s + 5):
-                call()
+            call_with_deadline(call, timeout_s + 5)
             return
         except KafkaException as exc:
             if not exc.args[0].retriable() or time.monotonic() + pause > deadline:
@@ -110,25 +110,37 @@ def retry_retriable(call: Callable[[], None], timeout_s: float = API_TIMEOUT_S) 
         pause = min(2 * pause, 1.0)
 
 
-@contextmanager
-def said_if_blocked(after_s: float) -> Iterator[None]:
-    """One line on stderr if a transactional call has not returned after after_s: while the group
-    coordinator is down, librdkafka can block in it for the whole outage, ignoring its timeout
-    (and Python's Ctrl-C handling, which only a third Ctrl-C gets through)."""
-    timer = threading.Timer(
-        after_s,
-        lambda: print(
-            f"kafka: a transaction call has been waiting {after_s:.0f} s for the broker; still "
-            "waiting (Ctrl-C three times quits at once)",
-            file=sys.stderr,
-        ),
-    )
-    timer.daemon = True
-    timer.start()
-    try:
-        yield
-    finally:
-        timer.cancel()
+def call_with_deadline(call: Callable[[], None], deadline_s: float) -> None:
+    """Run a transactional call on a thread of its own and wait for it at most deadline_s.
+
+    librdkafka can block in send_offsets_to_transaction() past its timeout, even after the broker
+    is back (librdkafka issues #5456, #5511; seen here after a broker restart: over 5 minutes).
+    By then the broker has aborted the transaction (transaction.timeout.ms is 10 s), so nothing of
+    it can become visible: the caller gives this producer up (PRODUCER_BLOCKED) and starts over
+    from the last commit with a new one. The blocked thread is left behind."""
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            call()
+        except BaseException as exc:  # handed to the caller's thread
+            outcome.append(exc)
+        else:
+            outcome.append(None)
+
+    worker = threading.Thread(target=run, name="kafka-transactional-call", daemon=True)
+    worker.start()
+    worker.join(deadline_s)
+    if not outcome:
+        raise KafkaException(
+            KafkaError(
+                PRODUCER_BLOCKED,
+                f"a transactional call was still blocked after {deadline_s:.0f} s",
+                fatal=True,
+            )
+        )
+    if outcome[0] is not None:
+        raise outcome[0]
 
 
 def init_transactions(producer: Producer) -> None:
@@ -293,9 +305,10 @@ class ExactlyOnceProcessor(OrderProcessor):
             file=sys.stderr,
         )
         fenced = self.producer
-        fenced.purge()  # its records can never be committed; close() would wait to flush them
-        with suppress(KafkaException):  # close() still frees the client when its abort is refused
-            fenced.close()
+        if error.code() != PRODUCER_BLOCKED:  # a blocked one is left to its thread: close() would block too
+            fenced.purge()  # its records can never be committed; close() would wait to flush them
+            with suppress(KafkaException):  # close() still frees the client when its abort is refused
+                fenced.close()
         self.dlq.producer = self.new_producer()
         init_transactions(self.producer)
         assignment = self.consumer.assignment()

@@ -2,8 +2,10 @@
 
 A record is done only when its order is counted or the broker has acknowledged its DLQ copy.
 Committing offset N says "everything below N is done", so whatever stops the consumer (Ctrl-C in
-the middle of a retry, a closed stdout, an exception), a record that was received but is not done
-keeps the commit position at or below its offset, and it is delivered again.
+the middle of a retry, a closed stdout, an exception), a record that is not done keeps the commit
+position at or below its offset, and it is delivered again. Records of a partition are handled in
+offset order, so a record being handled holds the position simply by not being done yet; one that
+is left waiting (for a retry, or for its DLQ copy's acknowledgement) is held explicitly.
 """
 
 from __future__ import annotations
@@ -21,16 +23,26 @@ class OffsetTracker:
         # DLQ copies in flight; offsets done since they were pushed are dropped lazily.
         self._lowest: dict[PartitionKey, list[int]] = {}
 
-    def received(self, key: PartitionKey, offset: int) -> None:
-        """The record is being worked on: it holds the commit position until done() is called."""
+    def held(self, key: PartitionKey, offset: int) -> None:
+        """The record is left waiting: it holds the commit position until released() or done()."""
         self._pending.setdefault(key, set()).add(offset)
         heapq.heappush(self._lowest.setdefault(key, []), offset)
         self._next[key] = max(self._next.get(key, 0), offset + 1)
 
-    def done(self, key: PartitionKey, offset: int) -> None:
-        """Counted, or its DLQ copy acknowledged. Harmless for a partition already forgotten."""
+    def released(self, key: PartitionKey, offset: int) -> None:
+        """A held record is done (e.g. its DLQ copy acknowledged). Harmless for a forgotten partition."""
         if key in self._pending:
             self._pending[key].discard(offset)
+
+    def done(self, key: PartitionKey, offset: int) -> None:
+        """The record being handled (held or not) is done: the position may pass it."""
+        pending = self._pending.get(key)
+        if pending is None:
+            self._pending[key], self._lowest[key] = set(), []
+        elif offset in pending:
+            pending.discard(offset)
+            return
+        self._next[key] = max(self._next.get(key, 0), offset + 1)
 
     def commit_position(self, key: PartitionKey) -> int | None:
         """The offset to commit (the next to read); None for a partition with nothing received."""

@@ -80,11 +80,10 @@ class OrderProcessor:
         self.finished = False  # finish() ran: close()'s revoke has nothing left to wait for
 
     # -- the per-record logic -------------------------------------------------------------
-    def receive(self, msg: Message) -> None:
+    def receive(self, msg: Message, partition: PartitionKey) -> None:
         """A record just polled: poison goes to the DLQ, an order gets its first try now, or
         after the orders of its key that came before it."""
-        partition, offset = partition_key(msg), offset_of(msg)
-        self.offsets.received(partition, offset)
+        offset = offset_of(msg)
         try:
             order = self.codec.decode(msg.value())
         except OrderDecodeError as exc:  # poison: retrying cannot fix bytes
@@ -97,6 +96,7 @@ class OrderProcessor:
             print(f"Received order: {order}")
         work = Work(msg, order, partition, offset, lane_of(msg, partition, offset))
         if self.schedule.busy(work.lane):
+            self.offsets.held(partition, offset)
             self.schedule.add(work, time.monotonic())  # tried once the earlier ones are finished
         else:
             self.attempt(work)
@@ -114,6 +114,7 @@ class OrderProcessor:
                 if self.schedule.busy(work.lane):  # it is the head of its lane
                     self.schedule.try_again(work, due_at)
                 else:
+                    self.offsets.held(work.partition, work.offset)
                     self.schedule.add(work, due_at)
                 return
             self.say(f"Permanent failure{self.naming(work)}")
@@ -146,11 +147,13 @@ class OrderProcessor:
                 self.errors += 1
                 print(f"kafka: {error.str()}", file=sys.stderr)
                 continue
-            if partition_key(msg) not in self.assigned:
+            partition = partition_key(msg)
+            if partition not in self.assigned:
                 continue  # revoked since it was polled: its new owner reads it from the committed offset
-            self.receive(msg)
+            self.receive(msg, partition)
             self.after_each_record()
-            self.run_due(stop)  # retries due by now go first: a backoff of 0 retries at once
+            if self.schedule.size:
+                self.run_due(stop)  # retries due by now go first: a backoff of 0 retries at once
 
     def run_due(self, stop: threading.Event) -> None:
         """The tries whose time has come."""
@@ -253,9 +256,10 @@ class AtLeastOnceProcessor(OrderProcessor):
 
     def dead_letter(self, msg: Message, error: Exception, attempts: int, label: str) -> None:
         key, offset = partition_key(msg), offset_of(msg)
+        self.offsets.held(key, offset)  # until the broker acknowledges the copy
 
         def acked() -> None:
-            self.offsets.done(key, offset)
+            self.offsets.released(key, offset)
             self.dead_lettered += 1
             self.last_named = ""
             self.say(f"Moved to DLQ: {label}\n")

@@ -21,7 +21,7 @@ class SimulatedFailures:
     rng: random.Random = field(default_factory=random.Random)
 
     def maybe_fail(self, order_id: str, attempt: int) -> None:
-        if self.draw(order_id, attempt) < self.rate:
+        if self.rate and self.draw(order_id, attempt) < self.rate:
             raise TemporaryProcessingError("Temporary processing failure")
 
     def draw(self, order_id: str, attempt: int) -> float:

@@ -2,6 +2,7 @@
 
 import itertools
 import random
+import threading
 import time
 from decimal import Decimal
 
@@ -9,7 +10,7 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 
 from kafka_project.consumer.aggregate import RunningAverage
-from kafka_project.consumer.exactly_once import retry_retriable
+from kafka_project.consumer.exactly_once import PRODUCER_BLOCKED, call_with_deadline, retry_retriable
 from kafka_project.consumer.offsets import OffsetTracker
 from kafka_project.consumer.retry import SimulatedFailures, TemporaryProcessingError
 from kafka_project.consumer.schedule import RetrySchedule, Work
@@ -60,12 +61,14 @@ def test_float_would_drift_but_decimal_does_not():
 def test_commit_position_is_the_lowest_record_not_done():
     tracker, key = OffsetTracker(), ("orders", 0)
     assert tracker.commit_position(key) is None
-    tracker.received(key, 0)
-    assert tracker.commit_position(key) == 0  # received is not done
+    tracker.held(key, 0)
+    assert tracker.commit_position(key) == 0  # held is not done
     tracker.done(key, 0)
     assert tracker.commit_position(key) == 1
+    tracker.done(key, 1)  # done while handled, never held (the first try succeeded)
+    assert tracker.commit_position(key) == 2
     for offset in (1, 2, 3):
-        tracker.received(key, offset)
+        tracker.held(key, offset)
     tracker.done(key, 2)  # done above a record that is not: the position stays at 1
     assert tracker.commit_position(key) == 1
     tracker.done(key, 1)
@@ -78,28 +81,41 @@ def test_an_interrupted_record_holds_the_position_even_after_later_acknowledgeme
     """The review's loss: order 0 on its way to the DLQ, order 1 interrupted mid-retry (never
     done); order 0's acknowledgement must not move the position past order 1."""
     tracker, key = OffsetTracker(), ("orders", 0)
-    tracker.received(key, 0)
-    tracker.received(key, 1)
-    tracker.done(key, 0)  # the DLQ acknowledgement served by the final flush
+    tracker.held(key, 0)
+    tracker.held(key, 1)
+    tracker.released(key, 0)  # the DLQ acknowledgement served by the final flush
     assert tracker.commit_position(key) == 1
+
+
+def test_a_record_being_handled_holds_the_position_without_being_held():
+    """Records of a partition are handled in offset order: until record 3 is done (or left
+    waiting), the position cannot pass it, whatever interrupts its handling."""
+    tracker, key = OffsetTracker(), ("orders", 0)
+    tracker.done(key, 0)
+    tracker.held(key, 1)  # waiting for a retry
+    tracker.done(key, 2)
+    # record 3: an exception or Ctrl-C here, before done(): the position stays below it
+    assert tracker.commit_position(key) == 1
+    tracker.done(key, 1)
+    assert tracker.commit_position(key) == 3
 
 
 def test_offsets_with_gaps_commit_past_the_gap():
     tracker, key = OffsetTracker(), ("orders", 0)
-    tracker.received(key, 10)  # e.g. after a transaction marker or compaction
+    tracker.held(key, 10)  # e.g. after a transaction marker or compaction
     tracker.done(key, 10)
-    tracker.received(key, 12)
+    tracker.held(key, 12)
     tracker.done(key, 12)
     assert tracker.commit_position(key) == 13
 
 
 def test_revoked_partitions_are_forgotten():
     tracker = OffsetTracker()
-    tracker.received(("orders", 0), 5)
-    tracker.received(("orders", 1), 9)
+    tracker.held(("orders", 0), 5)
+    tracker.held(("orders", 1), 9)
     tracker.done(("orders", 1), 9)
     tracker.forget([("orders", 0)])
-    tracker.done(("orders", 0), 5)  # a late acknowledgement is harmless
+    tracker.released(("orders", 0), 5)  # a late acknowledgement is harmless
     assert tracker.commit_position(("orders", 0)) is None
     assert tracker.commit_position(("orders", 1)) == 10
 
@@ -135,9 +151,9 @@ def test_records_done_behind_a_slow_one_do_not_pile_up():
     """A DLQ copy stuck for a long time while 100,000 later orders are counted: the position stays
     at the stuck record, and the tracker holds about what is pending, not everything done."""
     tracker, key = OffsetTracker(), ("orders", 0)
-    tracker.received(key, 0)  # its DLQ copy is not acknowledged
+    tracker.held(key, 0)  # its DLQ copy is not acknowledged
     for offset in range(1, 100_001):
-        tracker.received(key, offset)
+        tracker.held(key, offset)
         tracker.done(key, offset)
         assert tracker.commit_position(key) == 0
     assert len(tracker._lowest[key]) <= 2 * 1 + 64 + 1
@@ -194,3 +210,18 @@ def test_a_seed_decides_each_try_of_each_order_whatever_order_they_run_in():
     assert outcomes(7, ids) != outcomes(8, ids)
     failed = sum(outcomes(7, ids).values()) / (3 * len(ids))
     assert 0.27 < failed < 0.33  # about the rate
+
+
+def test_a_transactional_call_blocked_past_its_deadline_gives_the_producer_up():
+    """librdkafka's send_offsets_to_transaction() can block past its timeout: the caller gets a
+    fatal error after the deadline (and starts over with a new producer), not a hang."""
+    release = threading.Event()
+    started = time.monotonic()
+    with pytest.raises(KafkaException) as raised:
+        call_with_deadline(lambda: release.wait(10), deadline_s=0.3)
+    release.set()
+    assert 0.3 <= time.monotonic() - started < 1.0
+    error = raised.value.args[0]
+    assert error.fatal() and error.code() == PRODUCER_BLOCKED
+    with pytest.raises(KeyError):  # errors of a call that returns in time are the caller's
+        call_with_deadline(lambda: {}["missing"], deadline_s=1.0)
