@@ -92,6 +92,7 @@ class Transaction:
     aggregates: dict[PartitionKey, RunningAverage] = field(default_factory=dict)
     dead_letter_labels: list[str] = field(default_factory=list)
     begun: bool = False  # begin_transaction() succeeded
+    committed: bool = False  # commit_transaction() returned: nothing left to abort
 
 
 def retry_retriable(call: Callable[[], None], timeout_s: float = API_TIMEOUT_S) -> None:
@@ -230,17 +231,18 @@ class ExactlyOnceProcessor(OrderProcessor):
                 )
             )
             retry_retriable(lambda: self.producer.commit_transaction(API_TIMEOUT_S))
+            txn.committed = True
         except KafkaException as exc:
             self.txn = None
             self.abort(txn, exc.args[0], recover)
             return
-        self.txn = None
         for key, position in txn.positions.items():
             self.positions[key] = position
             self.committed[key] = txn.aggregates[key]
             settled = self.settled[key]
             for offset in [offset for offset in settled if offset < position]:
                 del settled[offset]
+        self.txn = None
         self.dead_lettered += len(txn.dead_letter_labels)
         for label in txn.dead_letter_labels:
             self.last_named = ""
@@ -284,6 +286,8 @@ class ExactlyOnceProcessor(OrderProcessor):
             if txn.begun:
                 retry_retriable(lambda: self.producer.abort_transaction(API_TIMEOUT_S))
         except KafkaException as exc:
+            if not recover and exc.args[0].code() == KafkaError._STATE:
+                return  # stopping, and the transaction already ended (committed just before the stop)
             if not exc.args[0].fatal():
                 raise UserError(
                     f"transaction failed ({reason.str()}) and could not be aborted: {exc}"
@@ -352,9 +356,13 @@ class ExactlyOnceProcessor(OrderProcessor):
         return committed
 
     def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        if not self.finished:  # commit while the partitions, and the group generation, are still ours
-            self.commit()
+        """No transaction here: a transactional call inside the rebalance callback waits for the
+        rebalance, which waits for the callback (seen: 35 s, then a lost producer). What is not
+        committed yet (at most COMMIT_INTERVAL_S of work) is dropped: the new owner, or this
+        consumer after the rebalance, processes it again from the committed offset."""
         super().on_revoke(consumer, partitions)
+        with suppress(KafkaException):  # clear a pause flag librdkafka would keep for a later assignment
+            consumer.resume(partitions)
         self.forget(partitions)
 
     def forget(self, partitions: list[TopicPartition]) -> None:
@@ -368,11 +376,11 @@ class ExactlyOnceProcessor(OrderProcessor):
                 by_partition.pop(key, None)
 
     def finish(self, clean: bool) -> None:
+        self.finished = True
         if clean:
             self.drain(self.policy.worst_case_s() + 1.0)
             self.commit(recover=False)
-        elif self.txn:  # after an error nothing of the open transaction may become visible
+        elif self.txn and not self.txn.committed:  # after an error nothing of it may become visible
             txn, self.txn = self.txn, None
             reason = KafkaError(KafkaError._DESTROY, "consumer stopping mid-transaction")
             self.abort(txn, reason, recover=False)
-        self.finished = True  # close() runs on_revoke next: nothing more to commit there

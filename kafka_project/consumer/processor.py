@@ -219,9 +219,11 @@ class OrderProcessor:
         self.assigned.update(partition_key(tp) for tp in partitions)
 
     def paused_as_the_rest(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """Newly assigned partitions start paused while the consumer is full."""
-        if self.paused and partitions:
-            consumer.pause(partitions)
+        """Called once the partitions are assigned: paused while the consumer is full, resumed
+        otherwise. librdkafka keeps a partition's pause flag across a revoke and a later
+        assignment, so a partition paused before it was revoked would stay paused for good."""
+        if partitions:
+            (consumer.pause if self.paused else consumer.resume)(partitions)
 
     def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.joined = False
@@ -275,6 +277,7 @@ class AtLeastOnceProcessor(OrderProcessor):
 
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         super().on_assign(consumer, partitions)
+        consumer.assign(partitions)  # now, so that pausing them below takes effect
         self.paused_as_the_rest(consumer, partitions)
 
     def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -292,9 +295,9 @@ class AtLeastOnceProcessor(OrderProcessor):
 
     def finish(self, clean: bool) -> None:
         # DLQ copies acknowledged first (they release their offsets); close() then commits them.
+        self.finished = True
         if clean:
             self.drain(self.policy.worst_case_s() + 1.0)
-        self.finished = True
         unacked = self.dlq.flush(FLUSH_TIMEOUT_S)
         self.checkpoint()
         if unacked:
