@@ -119,16 +119,19 @@ def poison_records(broker: FaultBroker, mode: str, orders: int, workdir: Path) -
 
 
 def rebalance_during_retries(broker: FaultBroker, mode: str, orders: int, workdir: Path) -> Row:
-    """Six partitions; a second consumer joins while the first is retrying, then leaves."""
+    """Six partitions; a second consumer joins while the first has orders waiting for their next
+    try (orders stream in for about 20 s, retries wait 0.5 s and 1 s), then leaves."""
     run = Run("rebalance-during-retries", mode, workdir, partitions=6)
-    run.produce(orders)
-    first = run.start_consumer("--idle-timeout", "15", backoff=0.05)
+    producer = run.start_producer(orders, interval=20 / orders)
+    first = run.start_consumer("--idle-timeout", "15", backoff=0.5)
     run.wait_for_output("Attempt 1/3 failed", 3)
-    second = run.start_consumer(backoff=0.05)
+    second = run.start_consumer(backoff=0.5)
     run.wait_for_output("Attempt 1/3 failed", run.read("consumer-*.log").count("Attempt 1/3 failed") + 10)
     run.kill(second, signal.SIGTERM)  # leaves the group cleanly: a second rebalance
     if second.returncode != 0:
         run.notes.append(f"joining consumer exited {second.returncode} on SIGTERM")
+    if producer.wait(300) != 0:
+        run.notes.append("producer exited non-zero")
     if first.wait(600) != 0:
         run.notes.append("first consumer exited non-zero")
     return run.check()
@@ -277,8 +280,10 @@ def ctrl_c_three_times_broker_down(broker: FaultBroker, mode: str, orders: int, 
     quits at once (it cannot commit anything anyway); a restart, broker back, loses nothing."""
     run = Run("ctrl-c-x3-broker-down", mode, workdir)
     run.produce(orders)
-    consumer = run.start_consumer(failure_rate=1.0, backoff=0.0)
-    run.wait_for_output("Moved to DLQ", max(5, orders // 10))
+    # Every order fails for good after 1 s and 2 s of waiting: the orders are all in progress when
+    # the broker dies, and the first Ctrl-C has retries to finish.
+    consumer = run.start_consumer(failure_rate=1.0, backoff=1.0)
+    run.wait_for_output("Attempt 2/3 failed", max(5, orders // 10))
     broker.kill("kafka")
     for _ in range(3):
         consumer.send_signal(signal.SIGINT)
