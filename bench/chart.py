@@ -31,7 +31,7 @@ def draw(
     for i, stat in enumerate(("p50", "p99", "max")):
         positions = [n + (i - 1) * width for n in range(len(names))]
         delays.bar(positions, [latencies[name][stat] for name in names], width, label=stat)
-    delays.set_xticks(range(len(names)), names, fontsize=8)
+    delays.set_xticks(range(len(names)), [name.replace(", ", "\n") for name in names], fontsize=8)
     delays.set_yscale("log")
     delays.set_ylabel("ms from produce to counted (log scale)")
     delays.set_title("End-to-end latency")
