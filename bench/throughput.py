@@ -26,25 +26,27 @@ def producer_rate(broker: Broker, topic: str, count: int) -> float:
     return count / (with_orders - without)
 
 
+def kafka_tool(tool: str, *args: str) -> str:
+    """One of Kafka's own perf tools (org.apache.kafka.tools) on the broker's jars; its stdout."""
+    return timed([REPO / "bin/kafka-run-class", f"org.apache.kafka.tools.{tool}", *args])[1]
+
+
 def producer_anchor(broker: Broker, count: int, record_size: int) -> float:
-    _, out = timed(
-        [
-            REPO / "bin/kafka-run-class",
-            "org.apache.kafka.tools.ProducerPerformance",
-            "--topic",
-            broker.topic("java-producer"),
-            "--num-records",
-            str(count),
-            "--record-size",
-            str(record_size),
-            "--throughput",
-            "-1",
-            "--producer-props",
-            f"bootstrap.servers={broker.bootstrap}",
-            "acks=all",
-            "linger.ms=5",
-            "enable.idempotence=true",
-        ]
+    out = kafka_tool(
+        "ProducerPerformance",
+        "--topic",
+        broker.topic("java-producer"),
+        "--num-records",
+        str(count),
+        "--record-size",
+        str(record_size),
+        "--throughput",
+        "-1",
+        "--producer-props",
+        f"bootstrap.servers={broker.bootstrap}",
+        "acks=all",
+        "linger.ms=5",
+        "enable.idempotence=true",
     )
     return float(re.findall(r"records sent, ([\d.]+) records/sec", out)[-1])
 
@@ -58,21 +60,18 @@ def consumer_rate(broker: Broker, topic: str, count: int, *flags: str) -> float:
 
 
 def consumer_anchor(broker: Broker, topic: str, count: int) -> float:
-    _, out = timed(
-        [
-            REPO / "bin/kafka-run-class",
-            "org.apache.kafka.tools.ConsumerPerformance",
-            "--bootstrap-server",
-            broker.bootstrap,
-            "--topic",
-            topic,
-            "--messages",
-            str(count),
-            "--group",
-            f"bench-java-{uuid.uuid4().hex[:6]}",
-            "--timeout",
-            "60000",
-        ]
+    out = kafka_tool(
+        "ConsumerPerformance",
+        "--bootstrap-server",
+        broker.bootstrap,
+        "--topic",
+        topic,
+        "--messages",
+        str(count),
+        "--group",
+        f"bench-java-{uuid.uuid4().hex[:6]}",
+        "--timeout",
+        "60000",
     )
     header, values = [line for line in out.splitlines() if "," in line][-2:]
     row = dict(

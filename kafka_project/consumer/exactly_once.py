@@ -90,6 +90,7 @@ class Transaction:
 
     positions: dict[PartitionKey, int] = field(default_factory=dict)
     aggregates: dict[PartitionKey, RunningAverage] = field(default_factory=dict)
+    passed: dict[PartitionKey, list[int]] = field(default_factory=dict)  # settled offsets it commits
     dead_letter_labels: list[str] = field(default_factory=list)
     begun: bool = False  # begin_transaction() succeeded
     committed: bool = False  # commit_transaction() returned: nothing left to abort
@@ -240,7 +241,7 @@ class ExactlyOnceProcessor(OrderProcessor):
             self.positions[key] = position
             self.committed[key] = txn.aggregates[key]
             settled = self.settled[key]
-            for offset in [offset for offset in settled if offset < position]:
+            for offset in txn.passed[key]:
                 del settled[offset]
         self.txn = None
         self.dead_lettered += len(txn.dead_letter_labels)
@@ -261,7 +262,8 @@ class ExactlyOnceProcessor(OrderProcessor):
         written into the transaction, in offset order."""
         aggregate = copy(self.committed[key])
         settled = self.settled[key]
-        for offset in sorted(offset for offset in settled if offset < position):
+        txn.passed[key] = sorted(offset for offset in settled if offset < position)
+        for offset in txn.passed[key]:
             outcome = settled[offset]
             if isinstance(outcome, DeadLetter):
                 self.dlq.send(outcome.msg, outcome.error, outcome.attempts, on_acked=lambda: None)
@@ -326,7 +328,7 @@ class ExactlyOnceProcessor(OrderProcessor):
         super().on_assign(consumer, partitions)
         # Start at the offsets whose aggregates were restored: state and position from one read.
         consumer.assign(self.restore(partitions))
-        self.paused_as_the_rest(consumer, partitions)
+        self.match_pause_state(consumer, partitions)
 
     def restore(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
         """Restore each partition's aggregate from the metadata of its committed offset; returns

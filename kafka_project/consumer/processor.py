@@ -218,7 +218,7 @@ class OrderProcessor:
         self.rebalances += 1
         self.assigned.update(partition_key(tp) for tp in partitions)
 
-    def paused_as_the_rest(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def match_pause_state(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Called once the partitions are assigned: paused while the consumer is full, resumed
         otherwise. librdkafka keeps a partition's pause flag across a revoke and a later
         assignment, so a partition paused before it was revoked would stay paused for good."""
@@ -278,7 +278,7 @@ class AtLeastOnceProcessor(OrderProcessor):
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         super().on_assign(consumer, partitions)
         consumer.assign(partitions)  # now, so that pausing them below takes effect
-        self.paused_as_the_rest(consumer, partitions)
+        self.match_pause_state(consumer, partitions)
 
     def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Before partitions move to another consumer: finish their DLQ writes and commit."""
