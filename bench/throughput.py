@@ -80,14 +80,16 @@ def consumer_anchor(broker: Broker, topic: str, count: int) -> float:
     return float(row["fetch.nMsg.sec"])  # excludes the group join, as our N/(T_N - T_0) does
 
 
-def shortest_loop(broker: Broker, topic: str, count: int) -> float:
+def shortest_loop(broker: Broker, topic: str, count: int, **settings: object) -> float:
     """The shortest consumer a user would write with the same libraries: batches, fastavro's
-    schemaless_reader, sum the price; no retries, no DLQ, auto-commit at poll. First to last record."""
+    schemaless_reader, sum the price; no retries, no DLQ, auto-commit at poll. First to last record.
+    librdkafka's defaults unless `settings` say otherwise."""
     consumer = Consumer(
         {
             "bootstrap.servers": broker.bootstrap,
             "group.id": f"bench-loop-{uuid.uuid4().hex[:6]}",
             "auto.offset.reset": "earliest",
+            **settings,
         }
     )
     consumer.subscribe([topic])

@@ -176,8 +176,10 @@ def stop_on_signals() -> threading.Event:
         raise KeyboardInterrupt
 
     def request_stop(signum: int, _frame: object) -> None:
-        stop.set()
-        signal.signal(signal.SIGINT, interrupt)
+        signal.signal(signal.SIGINT, interrupt)  # first: a second Ctrl-C must not come back here
+        # Handlers run on the main thread, which may be inside stop.wait() holding the Event's
+        # lock (not reentrant): set() here could wait for it forever. Another thread can.
+        threading.Thread(target=stop.set, daemon=True).start()
         print(
             f"\n{signal.Signals(signum).name}: finishing up (Ctrl-C again to quit at once)", file=sys.stderr
         )

@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable
 from contextlib import closing
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Message, Producer
 
 from kafka_project.cli import (
     add_env_flag,
@@ -52,6 +52,13 @@ BATCH_SIZE = 500
 MAX_RETRY_WAIT_S = 10.0
 POLL_TIMEOUT_S = 0.5
 DEFAULT_MAX_IN_FLIGHT = 10000
+# Performance settings that differ from librdkafka's defaults; --config may override them.
+CONSUMER_TUNING = {
+    # librdkafka stops fetching a partition once queued.min.messages (100,000) records are queued,
+    # then waits this long before fetching again (1 s by default) although the queue drains in a
+    # third of that: a consumer catching up idled most of the time. The queue limits still bound memory.
+    "fetch.queue.backoff.ms": 10,
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -119,27 +126,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def consumer_config(bootstrap_servers: str, group_id: str, exactly_once: bool = False) -> dict:
-    return client_config(
-        bootstrap_servers,
-        **{
-            "group.id": group_id,
-            "auto.offset.reset": "earliest",
-            # At-least-once: we store an offset only when its order is done; the background
-            # auto-commit then commits stored offsets (never merely polled ones), and so does close().
-            # Exactly-once: offsets are committed only inside transactions.
-            "enable.auto.offset.store": False,
-            # The rebalance callbacks assume the eager protocol (every rebalance revokes all, and
-            # exactly-once assigns with its own offsets); --config cannot switch to cooperative.
-            "partition.assignment.strategy": "range,roundrobin",
-            "group.protocol": "classic",  # KIP-848's protocol has no eager rebalances
-            "enable.auto.commit": not exactly_once,
-            "auto.commit.interval.ms": 1000,
-            "isolation.level": "read_committed",
-            # A killed consumer's partitions go to a restarted one after this long (Kafka's default
-            # is 45 s); heartbeats come from a background thread, so slow retries do not count here.
-            "session.timeout.ms": 10000,
-        },
-    )
+    return {
+        **CONSUMER_TUNING,  # first: --config may retune it, never the settings below
+        **client_config(
+            bootstrap_servers,
+            **{
+                "group.id": group_id,
+                "auto.offset.reset": "earliest",
+                # At-least-once: we store an offset only when its order is done; the background
+                # auto-commit then commits stored offsets (never merely polled ones), and so does close().
+                # Exactly-once: offsets are committed only inside transactions.
+                "enable.auto.offset.store": False,
+                # The rebalance callbacks assume the eager protocol (every rebalance revokes all, and
+                # exactly-once assigns with its own offsets); --config cannot switch to cooperative.
+                "partition.assignment.strategy": "range,roundrobin",
+                "group.protocol": "classic",  # KIP-848's protocol has no eager rebalances
+                "enable.auto.commit": not exactly_once,
+                "auto.commit.interval.ms": 1000,
+                "isolation.level": "read_committed",
+                # A killed consumer's partitions go to a restarted one after this long (Kafka's default
+                # is 45 s); heartbeats come from a background thread, so slow retries do not count here.
+                "session.timeout.ms": 10000,
+            },
+        ),
+    }
 
 
 def topics_ready(consumer: Consumer, args: argparse.Namespace, stop: threading.Event) -> bool:
@@ -148,6 +158,24 @@ def topics_ready(consumer: Consumer, args: argparse.Namespace, stop: threading.E
     needed = [args.topic, args.dlq_topic] + ([args.stats_topic] if args.exactly_once else [])
     wait_s = args.idle_timeout if args.wait_for_topics is None else args.wait_for_topics
     return wait_for_topics(consumer, args.bootstrap_servers, needed, wait_s, stop)
+
+
+def poll_batch(consumer: Consumer, processor: OrderProcessor) -> list[Message]:
+    """Wait for one record (no longer than until the next retry is due), then take what is already
+    fetched, as far as --max-in-flight leaves room: batches without waiting for them."""
+    first = consumer.poll(processor.poll_timeout(POLL_TIMEOUT_S))
+    if first is None:
+        return []
+    room = min(BATCH_SIZE, processor.room())
+    if room <= 1:
+        return [first]
+    rebalances = processor.rebalances
+    more = consumer.consume(num_messages=room - 1, timeout=0)
+    if processor.rebalances != rebalances:
+        # consume() ran a rebalance after poll() returned `first`: its partition may have been
+        # revoked and assigned again (and re-seeked); it comes again if still ours.
+        return more
+    return [first, *more]
 
 
 def consume_until_stopped(
@@ -162,18 +190,11 @@ def consume_until_stopped(
         between_batches()
         processor.run_due(stop)  # the retries whose time has come
         processor.pause_or_resume()
-        # Wait for one record (no longer than until the next retry is due), then take what is
-        # already fetched, as far as --max-in-flight leaves room: batches without waiting for them.
-        first = consumer.poll(processor.poll_timeout(POLL_TIMEOUT_S))
-        messages = [] if first is None else [first]
-        room = min(BATCH_SIZE, processor.room())
-        if first is not None and room > 1:
-            rebalances = processor.rebalances
-            messages += consumer.consume(num_messages=room - 1, timeout=0)
-            if processor.rebalances != rebalances:
-                # consume() ran a rebalance after poll() returned `first`: its partition may have
-                # been revoked and assigned again (and re-seeked); it comes again if still ours.
-                messages = messages[1:]
+        if processor.holding_back():  # full for a moment: keep librdkafka's prefetched records
+            stop.wait(processor.poll_timeout(POLL_TIMEOUT_S))
+            messages: list[Message] = []
+        else:
+            messages = poll_batch(consumer, processor)
         processor.dlq.poll()  # serve DLQ acknowledgements: they release offsets
         # (Re)joining the group, or orders in progress, is not idleness; owning no partitions is.
         if messages or not processor.joined or processor.schedule.size:
@@ -247,15 +268,15 @@ def main(args: argparse.Namespace) -> int:
         try:
             consumer.subscribe([args.topic], on_assign=processor.on_assign, on_revoke=processor.on_revoke)
             consume_until_stopped(consumer, processor, args, stop, monitor.update)
-        except BaseException as exc:
+            # The retries left, the DLQ writes, or the open transaction, before close() commits.
+            processor.finish(clean=True)
+        except BaseException as exc:  # a second Ctrl-C during the clean finish lands here too
             if isinstance(exc, BrokenPipeError):
                 silence_stdout()  # the DLQ acknowledgements below print too
             # Finish what is on its way (DLQ acknowledgements, or abort the open transaction):
             # nothing that is not done gets committed.
             processor.finish(clean=False)
             raise
-        else:
-            processor.finish(clean=True)  # the DLQ writes, or the open transaction, before close() commits
         finally:
             monitor.close()
             print(processor.summary())

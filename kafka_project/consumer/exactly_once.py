@@ -36,7 +36,7 @@ from confluent_kafka import (
 from kafka_project.cluster import client_config, produce
 from kafka_project.consumer.aggregate import RunningAverage
 from kafka_project.consumer.offsets import PartitionKey
-from kafka_project.consumer.processor import OrderProcessor, offset_of, partition_key
+from kafka_project.consumer.processor import OrderProcessor, partition_key, position_of
 from kafka_project.consumer.schedule import Work
 from kafka_project.consumer.state import (
     PartitionState,
@@ -193,7 +193,7 @@ class ExactlyOnceProcessor(OrderProcessor):
         self.offsets.done(work.partition, work.offset)
 
     def dead_letter(self, msg: Message, error: Exception, attempts: int, label: str) -> None:
-        key, offset = partition_key(msg), offset_of(msg)
+        key, offset = position_of(msg)
         self.settled[key][offset] = DeadLetter(msg, error, attempts, label)
         self.offsets.done(key, offset)
 

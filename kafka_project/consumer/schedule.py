@@ -63,7 +63,7 @@ class RetrySchedule:
 
     def finished(self, work: Work, now: float) -> None:
         """The order is counted or dead-lettered: the next order of its key is due now."""
-        lane = self._lanes.get(work.lane)
+        lane = self._lanes.get(work.lane) if self.size else None
         if not lane or lane[0] is not work:
             return  # never queued: done at its first try
         lane.popleft()

@@ -163,3 +163,72 @@ def test_sigkill_with_many_orders_waiting_loses_nothing(bootstrap_servers, topic
             len(to_count),
             sum((o.price for o in to_count), Decimal("0.00")),
         )
+
+
+def bounded_consumer(bootstrap_servers, topics, backoff: str, limit: int):
+    """Every try fails and an order has two: every order waits `backoff` seconds in progress."""
+    flags = ["--failure-rate", "1", "--max-attempts", "2", "--retry-backoff", backoff]
+    flags += ["--max-in-flight", str(limit), "--idle-timeout", "3", "--quiet"]
+    args = consumer.parse_args([*consumer_args(topics, *flags), "--bootstrap-servers", bootstrap_servers])
+    kafka_consumer = Consumer(consumer.consumer_config(bootstrap_servers, topics.group))
+    processor = consumer.make_processor(kafka_consumer, codec, args)
+    in_progress: list[int] = []  # orders in progress after each record received
+    flow: list[tuple[bool, int]] = []  # (paused, orders in progress) after each flow-control step
+    receive, pause_or_resume = processor.receive, processor.pause_or_resume
+
+    def receive_and_count(*received) -> None:
+        receive(*received)
+        in_progress.append(processor.schedule.size)
+
+    def pause_or_resume_and_note() -> None:
+        pause_or_resume()
+        flow.append((processor.paused, processor.schedule.size))
+
+    processor.receive = receive_and_count  # type: ignore[method-assign]
+    processor.pause_or_resume = pause_or_resume_and_note  # type: ignore[method-assign]
+    return kafka_consumer, processor, args, in_progress, flow
+
+
+def test_short_waits_hold_back_without_pausing(bootstrap_servers, topics):
+    """Full for a moment, the consumer stops polling but keeps librdkafka's prefetched records:
+    never more than --max-in-flight orders in progress, and no pause()."""
+    count, limit = 16, 4
+    produced = run_script("producer", "--topic", topics.orders, "--count", str(count), "--interval", "0")
+    assert summary(produced)["delivered"] == str(count)
+    kafka_consumer, processor, args, in_progress, flow = bounded_consumer(
+        bootstrap_servers, topics, "0.2", limit
+    )
+    consume_in_process(kafka_consumer, processor, args, topics)
+
+    assert len(in_progress) == count and max(in_progress) == limit
+    assert processor.dead_lettered == len(records(bootstrap_servers, topics.dlq)) == count
+    assert committed_offset(bootstrap_servers, topics.group, topics.orders) == count
+    assert not any(paused for paused, _ in flow)
+
+
+def test_long_waits_pause_and_resume_at_half(bootstrap_servers, topics, tmp_path):
+    """Orders arrive 0.25 s apart and each waits 2.5 s: the consumer fills up, pauses after
+    PAUSE_WHEN_FULL_FOR_S, and resumes while half its orders are still in progress."""
+    count, limit = 12, 4
+    producing = []
+
+    def start_producing_once_assigned() -> None:
+        if processor.assigned and not producing:
+            steady = ("--topic", topics.orders, "--count", str(count), "--interval", "0.25")
+            producing.append(start_script("producer", *steady, stdout_path=tmp_path / "producer.log"))
+
+    kafka_consumer, processor, args, in_progress, flow = bounded_consumer(
+        bootstrap_servers, topics, "2.5", limit
+    )
+    try:
+        consume_in_process(kafka_consumer, processor, args, topics, start_producing_once_assigned)
+    finally:
+        for producer in producing:
+            producer.kill()
+
+    assert len(in_progress) == count and max(in_progress) == limit
+    assert processor.dead_lettered == len(records(bootstrap_servers, topics.dlq)) == count
+    assert committed_offset(bootstrap_servers, topics.group, topics.orders) == count
+    resumed_with = [size for (was, _), (now, size) in itertools.pairwise(flow) if was and not now]
+    assert all(size <= limit // 2 for size in resumed_with), resumed_with
+    assert any(size > 0 for size in resumed_with), f"never resumed before running empty: {resumed_with}"
