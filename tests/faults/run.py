@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from .harness import MODES, FaultBroker, Row
+from .harness import MODES, REPO, FaultBroker, Row
 from .scenarios import SCENARIOS, modes_of
 
+# Each run's logs replace the last run's, under the suite broker's git-ignored directory.
+LOGS = REPO / ".local-kafka/faults/logs"
 COLUMNS = ("scenario", "mode", "produced", "processed", "in DLQ", "lost", "counted twice", "exact", "seconds")
 
 
@@ -58,19 +60,21 @@ def format_table(rows: list[tuple[Row, float]]) -> str:
 def main(args: argparse.Namespace) -> int:
     broker = FaultBroker()
     broker.start()
-    workdir = Path(tempfile.mkdtemp(prefix="faults-"))
+    shutil.rmtree(LOGS, ignore_errors=True)
+    LOGS.mkdir(parents=True)
+    runs = [(name, mode) for name in args.only or SCENARIOS for mode in modes_of(name, args.mode or MODES)]
     rows: list[tuple[Row, float]] = []
     try:
-        for name in args.only or SCENARIOS:
-            for mode in modes_of(name, args.mode or MODES):
-                started = time.monotonic()
-                row = SCENARIOS[name](broker, mode, args.orders, workdir)
-                rows.append((row, time.monotonic() - started))
-                print(format_table(rows[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
+        for number, (name, mode) in enumerate(runs, start=1):
+            started = time.monotonic()
+            row = SCENARIOS[name](broker, mode, args.orders, LOGS)
+            rows.append((row, time.monotonic() - started))
+            verdict = "exact" if row.exact else "NOT EXACT"
+            print(f"[{number}/{len(runs)}] {name} ({mode}): {verdict}", file=sys.stderr, flush=True)
     finally:
         broker.stop()
     print(format_table(rows))
-    print(f"logs: {workdir}")
+    print(f"logs: {LOGS.relative_to(REPO)}")
     if args.json:
         args.json.write_text(json.dumps([{**r.as_dict(), "seconds": round(s, 1)} for r, s in rows], indent=2))
     return 0 if rows and all(r.exact for r, _ in rows) else 1
