@@ -8,7 +8,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TypedDict, Unpack
 
@@ -26,6 +26,7 @@ from kafka_project.errors import InvalidInputError, UserError
 
 START_BROKER_HINT = "start one with 'docker compose up -d' or 'bin/kafka-local start'"
 METADATA_TIMEOUT_S = 10.0
+FIRST_ANSWER_S = 2.0  # a broker slower than this to answer gets a `Waiting:` line
 TOPIC_RECHECK_S = 2.0
 
 # librdkafka logs every failed connection attempt; our error callback reports them once instead.
@@ -151,32 +152,58 @@ def record_pending_errors(client: Consumer | Producer) -> None:
 
 
 def existing_topics(client: Consumer | Producer, bootstrap_servers: str) -> set[str]:
-    """The cluster's topic names; a broker that does not answer is a one-line UserError."""
+    """The cluster's topic names; a broker that does not answer is a one-line UserError, and one
+    that is slow to answer gets a `Waiting:` line first, so that no wait is silent."""
     try:
-        metadata = client.list_topics(timeout=METADATA_TIMEOUT_S)
+        return set(client.list_topics(timeout=FIRST_ANSWER_S).topics)
+    except KafkaException:
+        refuse_if_credentials_rejected(client, bootstrap_servers)
+    print(
+        f"Waiting: no answer from Kafka at {bootstrap_servers} yet (giving up after "
+        f"{METADATA_TIMEOUT_S:.0f} s)",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        return set(client.list_topics(timeout=METADATA_TIMEOUT_S - FIRST_ANSWER_S).topics)
     except KafkaException as exc:
-        record_pending_errors(client)
-        if _last_client_error is not None and _last_client_error.code() == KafkaError._AUTHENTICATION:
-            raise UserError(
-                f"Kafka at {bootstrap_servers} rejected the credentials ({_last_client_error.str()}); "
-                "check sasl.username and sasl.password in --config"
-            ) from None
+        refuse_if_credentials_rejected(client, bootstrap_servers)
         raise UserError(
             f"cannot reach Kafka at {bootstrap_servers} ({exc.args[0].str()}); {START_BROKER_HINT}"
         ) from None
-    return set(metadata.topics)
 
 
-def missing_topic_message(topic: str, bootstrap_servers: str) -> str:
+def refuse_if_credentials_rejected(client: Consumer | Producer, bootstrap_servers: str) -> None:
+    record_pending_errors(client)
+    if _last_client_error is not None and _last_client_error.code() == KafkaError._AUTHENTICATION:
+        raise UserError(
+            f"Kafka at {bootstrap_servers} rejected the credentials ({_last_client_error.str()}); "
+            "check sasl.username and sasl.password in --config"
+        ) from None
+
+
+# Topic name -> the settings it must be created with (the DLQ's record size, the stats topic's
+# compaction), so that the hint for a missing topic creates it right.
+TopicConfigs = Mapping[str, Mapping[str, str]]
+
+
+def missing_topic_message(topic: str, bootstrap_servers: str, config: Mapping[str, str] | None = None) -> str:
+    settings = "".join(f" --config {name}={value}" for name, value in (config or {}).items())
+    create = f"kafka-topics --bootstrap-server {bootstrap_servers} --create --topic {topic}{settings}"
     return (
-        f"topic '{topic}' does not exist on {bootstrap_servers}; create it with "
-        f"'bin/kafka-topics --bootstrap-server {bootstrap_servers} --create --topic {topic}'"
+        f"topic '{topic}' does not exist on {bootstrap_servers}; create it with 'bin/{create}' "
+        f"(with Docker: 'docker exec kafka {create}')"
     )
 
 
-def require_topics(client: Consumer | Producer, bootstrap_servers: str, topics: list[str]) -> None:
+def require_topics(
+    client: Consumer | Producer,
+    bootstrap_servers: str,
+    topics: list[str],
+    configs: TopicConfigs | None = None,
+) -> None:
     """Every topic must exist now: a missing one is a UserError at once."""
-    wait_for_topics(client, bootstrap_servers, topics, 0.0, threading.Event())
+    wait_for_topics(client, bootstrap_servers, topics, 0.0, threading.Event(), configs)
 
 
 def wait_for_topics(
@@ -185,10 +212,11 @@ def wait_for_topics(
     topics: list[str],
     wait_s: float | None,
     stop: threading.Event,
+    configs: TopicConfigs | None = None,
 ) -> bool:
     """Return True once every topic exists. A missing one is waited for (a fresh broker may still be
     creating it) with one `Waiting:` line, for up to wait_s (None: until stopped; 0: not at all),
-    then it is a UserError. False if a stop was requested while waiting."""
+    then it is a UserError naming how to create it. False if a stop was requested while waiting."""
     deadline = None if wait_s is None else time.monotonic() + wait_s
     announced = False
     while not stop.is_set():
@@ -196,7 +224,7 @@ def wait_for_topics(
         missing = [topic for topic in topics if topic not in present]
         if not missing:
             return True
-        message = missing_topic_message(missing[0], bootstrap_servers)
+        message = missing_topic_message(missing[0], bootstrap_servers, (configs or {}).get(missing[0]))
         if deadline is not None and time.monotonic() >= deadline:
             raise UserError(message)
         if not announced:
@@ -206,8 +234,11 @@ def wait_for_topics(
     return False
 
 
-def read_topic(bootstrap_servers: str, topic: str, timeout_s: float = 30.0) -> Iterator[Message]:
-    """Every committed record of a topic, from the beginning to the current end, without a group commit."""
+def read_topic(
+    bootstrap_servers: str, topic: str, timeout_s: float = 30.0, config: Mapping[str, str] | None = None
+) -> Iterator[Message]:
+    """Every committed record of a topic, from the beginning to the current end, without a group
+    commit. `config`: the settings the topic is created with, for the hint when it is missing."""
     consumer = Consumer(
         client_config(
             bootstrap_servers,
@@ -220,7 +251,7 @@ def read_topic(bootstrap_servers: str, topic: str, timeout_s: float = 30.0) -> I
         )
     )
     try:
-        require_topics(consumer, bootstrap_servers, [topic])
+        require_topics(consumer, bootstrap_servers, [topic], {topic: config or {}})
         partitions = consumer.list_topics(topic, timeout=METADATA_TIMEOUT_S).topics[topic].partitions
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
         unfinished = set(partitions)

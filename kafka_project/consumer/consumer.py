@@ -42,8 +42,9 @@ from kafka_project.consumer.live_view import status_display
 from kafka_project.consumer.metrics import serve_metrics
 from kafka_project.consumer.processor import AtLeastOnceProcessor, OrderProcessor
 from kafka_project.consumer.retry import RetryPolicy
+from kafka_project.consumer.state import STATS_TOPIC_CONFIG
 from kafka_project.consumer.status import StatusSampler
-from kafka_project.dlq.dlq_producer import DeadLetterPublisher, dlq_producer_config
+from kafka_project.dlq.dlq_producer import DLQ_TOPIC_CONFIG, DeadLetterPublisher, dlq_producer_config
 from kafka_project.order_codec import OrderCodec
 
 BATCH_SIZE = 500
@@ -157,7 +158,8 @@ def topics_ready(consumer: Consumer, args: argparse.Namespace, stop: threading.E
     --idle-timeout when that is given); False if stopped meanwhile."""
     needed = [args.topic, args.dlq_topic] + ([args.stats_topic] if args.exactly_once else [])
     wait_s = args.idle_timeout if args.wait_for_topics is None else args.wait_for_topics
-    return wait_for_topics(consumer, args.bootstrap_servers, needed, wait_s, stop)
+    configs = {args.dlq_topic: DLQ_TOPIC_CONFIG, args.stats_topic: STATS_TOPIC_CONFIG}
+    return wait_for_topics(consumer, args.bootstrap_servers, needed, wait_s, stop, configs)
 
 
 def poll_batch(consumer: Consumer, processor: OrderProcessor) -> list[Message]:

@@ -21,6 +21,9 @@ from kafka_project.cluster import read_topic
 from kafka_project.consumer.aggregate import RunningAverage
 from kafka_project.consumer.offsets import PartitionKey
 
+# Only the latest snapshot per key matters: a compacted topic keeps it and forgets the rest.
+STATS_TOPIC_CONFIG = {"cleanup.policy": "compact"}
+
 
 @dataclass(frozen=True)
 class PartitionState:
@@ -82,7 +85,7 @@ def aggregate_from_metadata(metadata: str | None) -> RunningAverage | None:
 def read_states(bootstrap_servers: str, stats_topic: str, group: str) -> dict[PartitionKey, PartitionState]:
     """The latest committed snapshot of each partition the group has processed."""
     latest: dict[PartitionKey, PartitionState] = {}
-    for msg in read_topic(bootstrap_servers, stats_topic):
+    for msg in read_topic(bootstrap_servers, stats_topic, config=STATS_TOPIC_CONFIG):
         value = msg.value()
         if value is None:
             continue

@@ -171,7 +171,9 @@ def dlq_record_as_json(msg: Message, codec: OrderCodec) -> str:
 def list_dlq(args: argparse.Namespace) -> int:
     codec = OrderCodec(args.schema)
     records = 0
-    for msg in read_topic(args.bootstrap_servers, args.topic, timeout_s=args.timeout):
+    for msg in read_topic(
+        args.bootstrap_servers, args.topic, timeout_s=args.timeout, config=DLQ_TOPIC_CONFIG
+    ):
         print(dlq_record_as_json(msg, codec) if args.json else format_dlq_record(msg, codec) + "\n")
         records += 1
     if not args.json:

@@ -51,7 +51,10 @@ def format_table(rows: list[tuple[Row, float]]) -> str:
         for r, seconds in rows
     ]
     widths = [max(len(row[i]) for row in cells) for i in range(len(COLUMNS))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in cells]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in cells
+    ]
     lines.insert(1, "  ".join("-" * width for width in widths))
     notes = [f"  {r.scenario}/{r.mode}: {note}" for r, _ in rows for note in r.notes]
     return "\n".join(lines + (["notes:", *notes] if notes else []))

@@ -12,10 +12,11 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from .conftest import REPO, SCRIPTS, consumer_args, run_script, start_script
 
 
-def missing_topic_line(topic: str, bootstrap_servers: str) -> str:
+def missing_topic_line(topic: str, bootstrap_servers: str, settings: str = "") -> str:
+    create = f"kafka-topics --bootstrap-server {bootstrap_servers} --create --topic {topic}{settings}"
     return (
         f"error: topic '{topic}' does not exist on {bootstrap_servers}; create it with "
-        f"'bin/kafka-topics --bootstrap-server {bootstrap_servers} --create --topic {topic}'\n"
+        f"'bin/{create}' (with Docker: 'docker exec kafka {create}')\n"
     )
 
 
@@ -32,10 +33,10 @@ def test_unreachable_broker_is_one_line_within_seconds(script, args):
     result = run_script(script, "--bootstrap-servers", "localhost:1", *args, timeout=60)
     assert time.monotonic() - started < 20
     assert result.returncode == 1
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: cannot reach Kafka at localhost:1 (")
-    assert lines[0].endswith("; start one with 'docker compose up -d' or 'bin/kafka-local start'")
+    waiting, error = result.stderr.splitlines()  # never a silent wait, then one error line
+    assert waiting == "Waiting: no answer from Kafka at localhost:1 yet (giving up after 10 s)"
+    assert error.startswith("error: cannot reach Kafka at localhost:1 (")
+    assert error.endswith("; start one with 'docker compose up -d' or 'bin/kafka-local start'")
 
 
 def test_producer_names_a_missing_topic(bootstrap_servers):
@@ -48,7 +49,9 @@ def test_stats_names_a_missing_stats_topic(bootstrap_servers):
     result = run_script("consumer_stats", "--stats-topic", "no-such-stats-topic", timeout=30)
     assert result.returncode == 1
     assert result.stdout == ""
-    assert result.stderr == missing_topic_line("no-such-stats-topic", bootstrap_servers)
+    assert result.stderr == missing_topic_line(
+        "no-such-stats-topic", bootstrap_servers, " --config cleanup.policy=compact"
+    )
 
 
 def test_consumer_waits_for_a_missing_topic_then_gives_up_at_idle_timeout(bootstrap_servers):
@@ -62,6 +65,15 @@ def test_wait_for_topics_0_makes_the_consumer_exit_at_once(bootstrap_servers):
     result = run_script("consumer", "--topic", "no-such-topic", "--wait-for-topics", "0", timeout=30)
     assert result.returncode == 1
     assert result.stderr == missing_topic_line("no-such-topic", bootstrap_servers)
+
+
+def test_a_missing_dlq_topic_is_named_with_the_setting_it_needs(bootstrap_servers, topics):
+    args = consumer_args(topics, "--dlq-topic", "no-such-dlq", "--wait-for-topics", "0")
+    result = run_script("consumer", *args, timeout=30)
+    assert result.returncode == 1
+    assert result.stderr == missing_topic_line(
+        "no-such-dlq", bootstrap_servers, " --config max.message.bytes=2097152"
+    )
 
 
 def test_producer_waits_for_a_topic_created_meanwhile(bootstrap_servers, tmp_path):
