@@ -127,30 +127,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def consumer_config(bootstrap_servers: str, group_id: str, exactly_once: bool = False) -> dict:
-    return {
-        **CONSUMER_TUNING,  # first: --config may retune it, never the settings below
-        **client_config(
-            bootstrap_servers,
-            **{
-                "group.id": group_id,
-                "auto.offset.reset": "earliest",
-                # At-least-once: we store an offset only when its order is done; the background
-                # auto-commit then commits stored offsets (never merely polled ones), and so does close().
-                # Exactly-once: offsets are committed only inside transactions.
-                "enable.auto.offset.store": False,
-                # The rebalance callbacks assume the eager protocol (every rebalance revokes all, and
-                # exactly-once assigns with its own offsets); --config cannot switch to cooperative.
-                "partition.assignment.strategy": "range,roundrobin",
-                "group.protocol": "classic",  # KIP-848's protocol has no eager rebalances
-                "enable.auto.commit": not exactly_once,
-                "auto.commit.interval.ms": 1000,
-                "isolation.level": "read_committed",
-                # A killed consumer's partitions go to a restarted one after this long (Kafka's default
-                # is 45 s); heartbeats come from a background thread, so slow retries do not count here.
-                "session.timeout.ms": 10000,
-            },
-        ),
-    }
+    settings = client_config(
+        bootstrap_servers,
+        **{
+            "group.id": group_id,
+            "auto.offset.reset": "earliest",
+            # At-least-once: we store an offset only when its order is done; the background
+            # auto-commit then commits stored offsets (never merely polled ones), and so does close().
+            # Exactly-once: offsets are committed only inside transactions.
+            "enable.auto.offset.store": False,
+            # The rebalance callbacks assume the eager protocol (every rebalance revokes all, and
+            # exactly-once assigns with its own offsets); --config cannot switch to cooperative.
+            "partition.assignment.strategy": "range,roundrobin",
+            "group.protocol": "classic",  # KIP-848's protocol has no eager rebalances
+            "enable.auto.commit": not exactly_once,
+            "auto.commit.interval.ms": 1000,
+            "isolation.level": "read_committed",
+            # A killed consumer's partitions go to a restarted one after this long (Kafka's default
+            # is 45 s); heartbeats come from a background thread, so slow retries do not count here.
+            "session.timeout.ms": 10000,
+        },
+    )
+    return {**CONSUMER_TUNING, **settings}  # --config may retune CONSUMER_TUNING, never the settings above
 
 
 def topics_ready(consumer: Consumer, args: argparse.Namespace, stop: threading.Event) -> bool:
