@@ -70,8 +70,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--failure-rate",
         type=fraction,
-        default=0.30,
-        help="chance that one processing try fails (default %(default)s)",
+        default=env_default("FAILURE_RATE", "0.3"),  # a string default goes through `fraction` too
+        help="chance that one processing try fails (env FAILURE_RATE; default %(default)s)",
     )
     parser.add_argument(
         "--max-attempts",

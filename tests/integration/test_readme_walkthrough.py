@@ -1,0 +1,339 @@
+"""The README's "Running it step by step", run as a new user runs it: every bash command in the
+order written, extracted from README.md itself (so the README cannot drift from the code), in a
+fresh copy of the repo with its own virtualenv, against the real broker.
+
+Two terminals, as the README says: a command marked `# terminal N` runs in terminal N, the others
+in the terminal of the command before. A `source` line stays in force for its terminal. A
+command that runs until Ctrl-C (consumer, producer without --count, console consumer) is left
+running and gets Ctrl-C when the next command is typed in its terminal, once it has done what
+a user waits for. Names are the test's own: the default topics and groups in the commands are
+rewritten to fresh ones, and the environment names them for the commands that use defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from confluent_kafka import Consumer, TopicPartition
+
+from .conftest import REPO, Topics, committed_offset, records, summary, wait_until
+from .readme_walkthrough import Command, captured_sessions, commands, unlike_sample
+
+FAILURE_RATE = "0.8"  # so that the DLQ steps have records: about half the orders fail three tries
+LOCAL_BROKER = "localhost:9092"  # bin/kafka-local's, the one the README's commands name
+STOPS_THE_BROKER = "it would stop the broker the other tests share"
+
+
+@dataclass
+class Running:
+    """A command left running in a terminal."""
+
+    command: str
+    process: subprocess.Popen
+    log: Path
+    done: Callable[[], object]  # what a user waits for before pressing Ctrl-C
+    group: str | None = None  # a consumer's group, to wait until it has caught up
+
+    @property
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+class Terminals:
+    """The user's two terminals in a copy of the repo: the environment, what each has sourced,
+    and the command still running in each."""
+
+    def __init__(self, workdir: Path, env: dict[str, str], logs: Path) -> None:
+        self.workdir, self.env, self.logs = workdir, env, logs
+        self.sourced: dict[int, list[str]] = {1: [], 2: []}
+        self.running: dict[int, Running] = {}
+
+    def script(self, terminal: int, command: str) -> list[str]:
+        return ["bash", "-c", "set -e\n" + "\n".join([*self.sourced[terminal], command])]
+
+    def run(self, terminal: int, command: str, timeout: float = 300) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            self.script(terminal, command),
+            cwd=self.workdir,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=timeout,
+        )
+
+    def start(self, terminal: int, command: str, done: Callable[[], object], group: str | None) -> Running:
+        log = self.logs / f"terminal{terminal}-{len(list(self.logs.iterdir()))}.log"
+        with open(log, "w") as out:
+            process = subprocess.Popen(
+                self.script(terminal, command),
+                cwd=self.workdir,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C reaches bash and its command, as in a terminal
+            )
+        self.running[terminal] = Running(command, process, log, done, group)
+        return self.running[terminal]
+
+    def ctrl_c(self, terminal: int) -> Running | None:
+        """Wait until the command running in `terminal` did what the user waits for, press
+        Ctrl-C, and wait for it to exit."""
+        running = self.running.pop(terminal, None)
+        if running:
+            ended = running.process.poll
+            wait_until(lambda: ended() is not None or running.done(), 120, f"{running.command!r} to be ready")
+            assert ended() is None, f"{running.command!r} ended before Ctrl-C:\n{running.output}"
+            os.killpg(running.process.pid, signal.SIGINT)
+            running.process.wait(60)
+        return running
+
+
+def copy_of_repo(destination: Path) -> Path:
+    """What a fresh clone holds (tracked files, and new ones not yet committed), plus the local
+    broker's folder (its jars, and the broker the tests already run)."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        source, target = REPO / name, destination / name
+        if source.is_file():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(source.read_bytes())
+            target.chmod(source.stat().st_mode)
+    (destination / ".local-kafka").symlink_to(REPO / ".local-kafka")
+    return destination
+
+
+def session_env(topics: Topics, bootstrap_servers: str) -> dict[str, str]:
+    """A new user's shell: no virtualenv active, the test's names for every default."""
+    venv_bin = str(REPO / ".venv/bin")
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"VIRTUAL_ENV", "PYTHONPATH", "KAFKA_CONFIG", "NO_COLOR"}
+    }
+    env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if p != venv_bin)
+    return {
+        **env,
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers,
+        "ORDERS_TOPIC": topics.orders,
+        "DLQ_TOPIC": topics.dlq,
+        "STATS_TOPIC": topics.stats,
+        "KAFKA_GROUP_ID": topics.group,
+        "DLQ_REPLAY_GROUP_ID": f"{topics.group}-replay",
+        "FAILURE_RATE": FAILURE_RATE,
+        "PYTHONUNBUFFERED": "1",  # a terminal shows each line at once; these go to files
+    }
+
+
+def renamer(topics: Topics, bootstrap_servers: str) -> Callable[[str], str]:
+    """Rewrites the README's default names in a command to the test's own."""
+    names = {
+        "order-consumer-eos": f"{topics.group}-eos",
+        "order-consumer": topics.group,
+        "orders-dlq": topics.dlq,
+        "orders-stats": topics.stats,
+        "orders": topics.orders,
+        LOCAL_BROKER: bootstrap_servers,
+    }
+    pattern = re.compile("|".join(rf"(?<![\w-]){re.escape(name)}(?![\w-])" for name in names))
+    return lambda command: pattern.sub(lambda match: names[match.group()], command)
+
+
+def why_not_run(command: str, bootstrap_servers: str) -> str | None:
+    if command.startswith("docker "):
+        return "no Docker engine here (the Docker lines are checked against docker-compose.yml)"
+    if command in ("bin/kafka-local stop", "bin/kafka-local reset"):
+        return STOPS_THE_BROKER
+    if command.startswith("bin/kafka-local") and bootstrap_servers != LOCAL_BROKER:
+        return "the tests use the broker at KAFKA_BOOTSTRAP_SERVERS"
+    if "broker:9092" in command:
+        return "an example with a placeholder broker"
+    return None
+
+
+def end_offset(bootstrap_servers: str, topic: str) -> int:
+    consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": "readme-walkthrough-watermarks"})
+    try:
+        return consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10, cached=False)[1]
+    finally:
+        consumer.close()
+
+
+def program(command: str) -> str:
+    """consumer.py, producer.py, dlq_producer.py, stats.py, kafka-console-consumer, ..."""
+    words = command.split()
+    return next((Path(word).name for word in words if word.endswith(".py")), Path(words[0]).name)
+
+
+def option(words: list[str], flag: str) -> str | None:
+    return words[words.index(flag) + 1] if flag in words else None
+
+
+class Walkthrough:
+    """The broker-side facts the checks need, and what each kind of command must do."""
+
+    def __init__(self, topics: Topics, bootstrap_servers: str, terminals: Terminals, readme: str) -> None:
+        self.topics, self.bootstrap_servers, self.terminals, self.readme = (
+            topics,
+            bootstrap_servers,
+            terminals,
+            readme,
+        )
+
+    def orders_end(self) -> int:
+        return end_offset(self.bootstrap_servers, self.topics.orders)
+
+    def dlq_orders(self) -> list[str]:
+        return [order_id_in(msg.value()) for msg in records(self.bootstrap_servers, self.topics.dlq)]
+
+    def caught_up(self, group: str) -> bool:
+        committed = committed_offset(self.bootstrap_servers, group, self.topics.orders)
+        return max(committed, 0) == self.orders_end()  # never committed (-1001): nothing to do yet
+
+    def settle(self) -> None:
+        """Before the next command: the consumers still running have done every order so far
+        (the README's sample output assumes it)."""
+        for running in self.terminals.running.values():
+            if group := running.group:
+                wait_until(lambda: self.caught_up(group), 120, f"{running.command!r} to catch up")
+
+    def start(self, command: Command, text: str) -> None:
+        """A command that runs until Ctrl-C, and what the user waits for before pressing it."""
+        terminal, words = command.terminal, text.split()
+        if program(text) == "consumer.py":
+            group = option(words, "--group-id") or self.topics.group
+            consumer = self.terminals.start(terminal, text, lambda: self.caught_up(group), group)
+            wait_until(lambda: "Listening for orders" in consumer.output, 60, f"{text!r} to listen")
+        elif program(text) == "producer.py":  # stopped once an order is in the DLQ, for steps 4 and 5
+            self.terminals.start(terminal, text, self.dlq_orders, None)
+        elif program(text) == "kafka-console-consumer":  # stopped once it printed every DLQ record
+            expected = self.dlq_orders()
+            assert expected, "the walk-through reached the DLQ steps with an empty DLQ"
+            console = self.terminals.start(
+                terminal, text, lambda: all(order in console.output for order in expected), None
+            )
+
+    def check_stopped(self, running: Running | None) -> None:
+        """What a command left running must have done once Ctrl-C ended it."""
+        if running is None:
+            return
+        output = running.output
+        if program(running.command) in ("consumer.py", "producer.py"):
+            assert running.process.returncode == 0, output
+        if program(running.command) == "consumer.py":
+            figures = summary(output)
+            assert int(figures["processed"]) + int(figures["dlq"]) == self.orders_end(), output
+        elif program(running.command) == "producer.py":
+            assert output.count("Sent order: ") == output.count("Message delivered to ") >= 1, output
+        elif program(running.command) == "kafka-console-consumer":
+            assert f"Processed a total of {len(self.dlq_orders())} messages" in output, output
+
+    def run(self, command: Command, text: str) -> None:
+        """A command that ends by itself: its exit code, its output against the sample the README
+        prints, and its effect on the broker."""
+        words, before = text.split(), self.orders_end()
+        result = self.terminals.run(command.terminal, text)
+        output, after, dlq = result.stdout, self.orders_end(), self.dlq_orders()
+        assert result.returncode == 0, f"{text}\n{output}\n{result.stderr}"
+        if command.sample:
+            assert unlike_sample(output, command.sample) == [], (
+                f"{text} printed\n{output}\nnot like the README"
+            )
+        if words[:2] == ["bin/kafka-local", "status"]:
+            assert "kafka: running" in output
+        if program(text) == "dlq_producer.py" and "list" in words:
+            assert f"{len(dlq)} record(s) in " in output, output
+        if program(text) == "dlq_producer.py" and "replay" in words:
+            self.check_replay(words, output, dlq, after - before)
+        if program(text) == "producer.py":
+            assert output.count("Sent order: ") == int(option(words, "--count") or 0) == after - before
+        if program(text) == "stats.py":
+            counted = self.terminals.running[1].output.count("✓ Processing successful")
+            assert f"Global: count={counted} " in output and f"next_offset={after}" in output, output
+        if "--reset-offsets" in words:
+            assert committed_offset(self.bootstrap_servers, self.topics.group, self.topics.orders) == 0
+
+    def check_replay(self, words: list[str], output: str, dlq: list[str], sent: int) -> None:
+        dry_run = "--dry-run" in words
+        samples = [
+            line
+            for session in captured_sessions(self.readme)
+            if ("--dry-run" in session.command.split()) == dry_run
+            for line in session.output
+        ]
+        assert samples, "the README shows no captured replay of this kind"
+        assert unlike_sample(output, samples) == [], (
+            f"{' '.join(words)} printed\n{output}\nnot like the README"
+        )
+        figures = summary(output)
+        if dry_run:
+            assert int(figures["would_replay"]) == len(dlq) and sent == 0, output
+        else:
+            limit = int(option(words, "--limit") or len(dlq))
+            assert int(figures["replayed"]) == min(limit, len(dlq)) == sent, output
+
+
+def test_readme_walkthrough_runs_in_order_and_shows_what_it_says(
+    topics: Topics, bootstrap_servers: str, tmp_path: Path
+) -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    rename = renamer(topics, bootstrap_servers)
+    (logs := tmp_path / "logs").mkdir()
+    terminals = Terminals(copy_of_repo(tmp_path / "clone"), session_env(topics, bootstrap_servers), logs)
+    walkthrough = Walkthrough(topics, bootstrap_servers, terminals, readme)
+    ran: list[str] = []
+    skipped: dict[str, str] = {}
+    broker_stopped_by: str | None = None  # a skipped stop: nothing may need the broker after it
+
+    for command in commands(readme):
+        text = rename(command.text)
+        if reason := why_not_run(text, bootstrap_servers):
+            skipped[command.text] = reason
+            broker_stopped_by = command.text if reason == STOPS_THE_BROKER else broker_stopped_by
+            continue
+        assert broker_stopped_by is None, f"the README runs {command.text!r} after {broker_stopped_by!r}"
+        ran.append(command.text)
+        walkthrough.check_stopped(terminals.ctrl_c(command.terminal))
+        walkthrough.settle()
+        if text.startswith("source "):
+            terminals.sourced[command.terminal].append(text)
+        if runs_until_ctrl_c(text):
+            walkthrough.start(command, text)
+        else:
+            walkthrough.run(command, text)
+    for terminal in list(terminals.running):
+        walkthrough.check_stopped(terminals.ctrl_c(terminal))
+
+    assert set(skipped.values()) <= {
+        "no Docker engine here (the Docker lines are checked against docker-compose.yml)",
+        STOPS_THE_BROKER,
+        "the tests use the broker at KAFKA_BOOTSTRAP_SERVERS",
+        "an example with a placeholder broker",
+    }
+    for must_run in ("consumer.py --exactly-once", "producer.py", "dlq_producer.py list", "replay --dry-run"):
+        assert any(must_run in command for command in ran), f"no {must_run!r} among {ran}"
+
+
+def runs_until_ctrl_c(command: str) -> bool:
+    words = command.split()
+    if program(command) == "producer.py":
+        return "--count" not in words
+    return program(command) in ("consumer.py", "kafka-console-consumer") and "--idle-timeout" not in words
+
+
+def order_id_in(value: bytes | str | None) -> str:
+    """The orderId in an Avro value (strings are plain UTF-8 in Avro: the console consumer shows them)."""
+    match = re.search(rb"ORD-[0-9A-F]+-\d+", value if isinstance(value, bytes) else b"")
+    assert match, f"no orderId in DLQ record {value!r}"
+    return match.group().decode()
