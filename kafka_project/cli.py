@@ -14,7 +14,8 @@ from typing import TypeVar
 
 from kafka_project import cluster
 from kafka_project.errors import InvalidInputError, UserError, where_not_utf8
-from kafka_project.order_codec import SCHEMA_PATH
+from kafka_project.order_codec import SCHEMA_PATH, OrderCodec
+from kafka_project.registry import RegistryUnavailableError, SchemaRegistry, split_registry_properties
 
 __all__ = ["UserError"]
 
@@ -69,6 +70,14 @@ def add_common_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         type=Path,
         default=Path(env_default("ORDER_SCHEMA", str(SCHEMA_PATH))),
         help="Avro schema of an order (env ORDER_SCHEMA; default: the packaged order.avsc)",
+    )
+    parser.add_argument(
+        "--schema-registry",
+        metavar="URL",
+        default=env_default("SCHEMA_REGISTRY_URL", None),
+        help="Schema Registry (Confluent API) for its wire format (env SCHEMA_REGISTRY_URL, else "
+        "schema.registry.url from --config, whose schema.registry.* and basic.auth.* settings go to "
+        "the registry client; default: none, single-object encoding only)",
     )
     return parser
 
@@ -125,6 +134,10 @@ def parse_with_connection(parser: argparse.ArgumentParser, argv: list[str] | Non
     args = parser.parse_args(argv)
     config_file = getattr(args, "config", None)
     properties = load_properties(config_file) if config_file else {}
+    registry_settings = split_registry_properties(properties)  # librdkafka would refuse them
+    if hasattr(args, "schema_registry"):
+        args.schema_registry = args.schema_registry or registry_settings.pop("url", None)
+        args.registry_settings = registry_settings
     file_servers = properties.pop("bootstrap.servers", None)
     if hasattr(args, "bootstrap_servers"):
         args.bootstrap_servers = args.bootstrap_servers or file_servers or DEFAULT_BOOTSTRAP_SERVERS
@@ -132,6 +145,22 @@ def parse_with_connection(parser: argparse.ArgumentParser, argv: list[str] | Non
     if config_file:
         cluster.check_client_properties(config_file)
     return args
+
+
+def order_codec(args: argparse.Namespace, produce_to: str | None = None) -> OrderCodec:
+    """The codec the flags ask for. It reads both wire formats (the registry's needs
+    --schema-registry); given `produce_to`, it writes the registry's format to that topic's
+    subject when there is a registry, else single-object encoding."""
+    schema_registry = (
+        SchemaRegistry(args.schema_registry, args.registry_settings) if args.schema_registry else None
+    )
+    codec = OrderCodec(args.schema, schema_registry)
+    if produce_to is not None and schema_registry is not None:
+        try:
+            codec.write_registry_format(produce_to, use_latest=getattr(args, "use_latest_schema", False))
+        except RegistryUnavailableError as exc:
+            raise UserError(str(exc)) from None
+    return codec
 
 
 def checked(

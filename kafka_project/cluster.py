@@ -43,7 +43,16 @@ _recording_only = False  # while True, client errors are recorded, not printed
 # Settings from --config (security, SASL, ...); set once at start-up by cli.parse_with_connection.
 _client_properties: dict[str, str] = {}
 # A property whose name contains one of these holds a credential: its value is never printed.
-SECRET_NAME_PARTS = ("password", "secret", "jaas", "token", "key.pem", "passphrase", "private.key")
+SECRET_NAME_PARTS = (
+    "password",
+    "secret",
+    "jaas",
+    "token",
+    "key.pem",
+    "passphrase",
+    "private.key",
+    "user.info",
+)
 HIDDEN = "[hidden]"
 
 

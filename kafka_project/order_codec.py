@@ -1,28 +1,36 @@
-"""Orders on the wire: one Avro record per Kafka message, in Avro's single-object encoding.
+"""Orders on the wire: one Avro record per Kafka message, in either of two formats, told apart by
+the first byte of every value:
 
-Layout of every message value (Avro specification, "Single-object encoding"):
+    C3 01 | 8-byte CRC-64-AVRO fingerprint of the writer schema | Avro body   (single-object encoding)
+    00    | 4-byte schema id in the Schema Registry             | Avro body   (the registry's format)
 
-    C3 01 | 8-byte little-endian CRC-64-AVRO fingerprint of the writer schema | Avro binary body
-
-The marker and fingerprint make every message name its schema, so bytes written with another
-schema (or no schema at all) are rejected instead of being misread as an order.
+`OrderCodec` is the one entry point: it writes the format it was built for and reads both. The
+writer's schema is found by its fingerprint among every published version of the order schema
+(schemas/history/ and the current schemas/order.avsc) or by its id in the registry, and read
+into the reader's schema with Avro's resolution rules, so old and new programs keep talking.
+Bytes written with an unknown schema (or no schema at all) are rejected, never misread.
 """
 
 from __future__ import annotations
 
 import io
 import json
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import NamedTuple
 
 import fastavro
+from fastavro.read import SchemaResolutionError
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 from fastavro.types import Schema
 
-from kafka_project.errors import InvalidInputError, where_not_utf8
+from kafka_project import registry
+from kafka_project.errors import InvalidInputError, UserError, where_not_utf8
+from kafka_project.registry import SchemaRegistry
 
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "order.avsc"
+HISTORY_DIR = SCHEMA_PATH.parent / "history"  # every earlier published version, never edited
 SINGLE_OBJECT_MARKER = b"\xc3\x01"
 ORDER_FIELDS = {"orderId", "product", "price"}
 HEADER_SIZE = len(SINGLE_OBJECT_MARKER) + 8
@@ -54,13 +62,22 @@ class Order(NamedTuple):
     order_id: str
     product: str
     price: Decimal
+    customer_id: str | None = None  # schema version 2; None in orders written with version 1
 
     def to_record(self) -> dict:
-        return {"orderId": self.order_id, "product": self.product, "price": self.price}
+        return {
+            "orderId": self.order_id,
+            "product": self.product,
+            "price": self.price,
+            "customerId": self.customer_id,
+        }
 
     def __str__(self) -> str:
         # The seed's display format; the price is printed from the Decimal, so exactly as sent.
-        return f"{{'orderId': '{self.order_id}', 'product': '{self.product}', 'price': {self.price}}}"
+        customer = f", 'customerId': '{self.customer_id}'" if self.customer_id is not None else ""
+        return (
+            f"{{'orderId': '{self.order_id}', 'product': '{self.product}', 'price': {self.price}{customer}}}"
+        )
 
 
 def load_schema(path: Path = SCHEMA_PATH) -> Schema:
@@ -90,39 +107,108 @@ def schema_fingerprint(schema: Schema) -> bytes:
     return bytes.fromhex(fingerprint(to_parsing_canonical_form(schema), "CRC-64-AVRO"))
 
 
-class OrderCodec:
-    """Encodes and decodes orders; the schema is parsed once, here."""
+def published_schemas() -> list[Schema]:
+    """Every published version of the order schema: the earlier ones, then the current order.avsc."""
+    return [load_schema(path) for path in [*sorted(HISTORY_DIR.glob("*.avsc")), SCHEMA_PATH]]
 
-    def __init__(self, schema_path: Path = SCHEMA_PATH) -> None:
+
+@dataclass(frozen=True)
+class Reading:
+    """How to read the values that start with one header (a fingerprint, or a registry id)."""
+
+    body_start: int
+    writer: Schema
+    reader: Schema | None  # None: the writer's schema is the reader's, nothing to resolve
+
+
+class OrderCodec:
+    """Encodes orders in one format and decodes both; schemas are parsed once, readings cached.
+
+    `schema` is this program's version of the order schema: what it writes (unless told to write
+    the registry's latest version) and what every order it reads is resolved into."""
+
+    def __init__(
+        self, schema_path: Path = SCHEMA_PATH, schema_registry: SchemaRegistry | None = None
+    ) -> None:
         self.schema = load_schema(schema_path)
-        self.header = SINGLE_OBJECT_MARKER + schema_fingerprint(self.schema)
+        self.registry = schema_registry
+        self.header = SINGLE_OBJECT_MARKER + schema_fingerprint(self.schema)  # what encode writes first
+        self.writer_schema = self.schema
+        self.published = {
+            SINGLE_OBJECT_MARKER + schema_fingerprint(s): s for s in [*published_schemas(), self.schema]
+        }
+        self.readings: dict[bytes, Reading] = {}
+
+    def write_registry_format(self, topic: str, use_latest: bool = False) -> int:
+        """From now on encode in the registry's format: register this schema under the topic's
+        subject, or write with the latest version registered there. Returns the schema id."""
+        if self.registry is None:
+            raise UserError("the registry's format needs --schema-registry")
+        subject = registry.subject_of(topic)
+        if use_latest:
+            schema_id, self.writer_schema = self.registry.latest(subject)
+            fields = self.writer_schema.get("fields", []) if isinstance(self.writer_schema, dict) else []
+            if missing := ORDER_FIELDS - {field["name"] for field in fields}:
+                raise UserError(
+                    f"the latest schema of '{subject}' is not an order: no {', '.join(sorted(missing))}"
+                )
+        else:
+            schema_id = self.registry.register(subject, self.schema)
+        self.header = registry.header(schema_id)
+        return schema_id
 
     def encode(self, order: Order) -> bytes:
         body = io.BytesIO()
         body.write(self.header)
-        fastavro.schemaless_writer(body, self.schema, order.to_record())
+        fastavro.schemaless_writer(body, self.writer_schema, order.to_record())
         return body.getvalue()
 
     def decode(self, value: bytes | None) -> Order:
+        """The order in a value of either format. OrderDecodeError: poison; RegistryUnavailableError:
+        the registry could not be asked, try again later."""
         if not value:
             raise InvalidOrderError("empty value" if value is not None else "null value (tombstone)")
-        if value[:HEADER_SIZE] != self.header:
-            raise UnknownSchemaError(self._describe_unknown(value))
+        key = value[: registry.HEADER_SIZE] if value[0] == 0 else value[:HEADER_SIZE]
+        reading = self.readings.get(key) or self.reading_for(key)
         body = io.BytesIO(value)
-        body.seek(HEADER_SIZE)
+        body.seek(reading.body_start)
         try:
-            record = fastavro.schemaless_reader(body, self.schema, None)
-        except (EOFError, ValueError, IndexError, OverflowError, MemoryError) as exc:
+            record = fastavro.schemaless_reader(body, reading.writer, reading.reader)
+        except (EOFError, ValueError, IndexError, OverflowError, MemoryError, SchemaResolutionError) as exc:
             raise InvalidOrderError(f"malformed Avro body: {exc or type(exc).__name__}") from exc
         if body.tell() != len(value):
             raise InvalidOrderError(f"{len(value) - body.tell()} unexpected bytes after the record")
         assert isinstance(record, dict)  # the order schema is a record
-        return validate(Order(record["orderId"], record["product"], record["price"]))
+        if not isinstance(price := record["price"], Decimal):  # a writer schema without the decimal type
+            raise InvalidOrderError(f"price is {type(price).__name__}, not a decimal")
+        return validate(Order(record["orderId"], record["product"], price, record.get("customerId")))
 
-    def _describe_unknown(self, value: bytes) -> str:
-        if value[:2] != SINGLE_OBJECT_MARKER:
-            return "unknown schema: no Avro single-object marker (C3 01)"
-        return f"unknown schema: fingerprint {value[2:HEADER_SIZE].hex()} is not {self.header[2:].hex()}"
+    def reading_for(self, key: bytes) -> Reading:
+        """Find the writer's schema a header names; cached once found (never for poison)."""
+        if len(key) == HEADER_SIZE and key[:2] == SINGLE_OBJECT_MARKER:
+            writer = self.published.get(key)
+            if writer is None:
+                raise UnknownSchemaError(
+                    f"unknown schema: fingerprint {key[2:].hex()} is none of the {len(self.published)} "
+                    "published versions of the order schema"
+                )
+        elif len(key) == registry.HEADER_SIZE and key[:1] == registry.MAGIC_BYTE:
+            schema_id = registry.schema_id_of(key)
+            if self.registry is None:
+                raise UnknownSchemaError(
+                    f"unknown schema: Schema Registry format (schema id {schema_id}) but no --schema-registry"
+                )
+            try:
+                writer = self.registry.schema(schema_id)  # RegistryUnavailableError: not poison, raised on
+            except registry.SchemaNotUsable as exc:
+                raise UnknownSchemaError(f"unknown schema: {exc}") from None
+        else:
+            raise UnknownSchemaError(
+                "unknown schema: no Avro single-object marker (C3 01) and no Schema Registry header (00 + id)"
+            )
+        reading = Reading(len(key), writer, None if writer == self.schema else self.schema)
+        self.readings[key] = reading
+        return reading
 
 
 def validate(order: Order) -> Order:

@@ -29,6 +29,7 @@ from kafka_project.cli import (
     fraction,
     make_parser,
     non_negative,
+    order_codec,
     parse_with_connection,
     port_number,
     positive_int,
@@ -196,8 +197,9 @@ def consume_until_stopped(
         else:
             messages = poll_batch(consumer, processor)
         processor.dlq.poll()  # serve DLQ acknowledgements: they release offsets
-        # (Re)joining the group, or orders in progress, is not idleness; owning no partitions is.
-        if messages or not processor.joined or processor.schedule.size:
+        # (Re)joining the group, orders in progress or records waiting for the Schema Registry are
+        # not idleness; owning no partitions is.
+        if messages or not processor.joined or processor.schedule.size or processor.registry_wait.waiting:
             last_active = time.monotonic()
         elif args.idle_timeout is not None and time.monotonic() - last_active > args.idle_timeout:
             return
@@ -255,7 +257,7 @@ class Monitor:
 
 
 def main(args: argparse.Namespace) -> int:
-    codec = OrderCodec(args.schema)
+    codec = order_codec(args)
     stop = stop_on_signals()
     consumer = Consumer(consumer_config(args.bootstrap_servers, args.group_id, args.exactly_once))
     with closing(consumer):  # close() commits the stored offsets and leaves the group, whatever happens

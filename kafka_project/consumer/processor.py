@@ -17,12 +17,14 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from kafka_project.consumer.aggregate import RunningAverage
 from kafka_project.consumer.offsets import OffsetTracker, PartitionKey
+from kafka_project.consumer.registry_wait import RegistryWait
 from kafka_project.consumer.retry import RetryPolicy, SimulatedFailures, TemporaryProcessingError
 from kafka_project.consumer.schedule import RetrySchedule, Work, lane_of
 from kafka_project.dlq.dlq_producer import DeadLetterPublisher
 from kafka_project.dlq.headers import describe
 from kafka_project.errors import UserError
 from kafka_project.order_codec import OrderCodec, OrderDecodeError
+from kafka_project.registry import RegistryUnavailableError
 
 FLUSH_TIMEOUT_S = 30.0
 # Full for a moment (most retry waits), the consumer just stops polling; full for this long, it
@@ -55,6 +57,7 @@ class OrderProcessor:
         self.failures = SimulatedFailures(args.failure_rate, args.seed)
         self.policy = RetryPolicy(args.max_attempts, args.retry_backoff)
         self.schedule = RetrySchedule()
+        self.registry_wait = RegistryWait()
         self.max_in_flight: int = args.max_in_flight
         self.full_since: float | None = None  # when max_in_flight orders were first in progress
         self.paused = False  # the assigned partitions are paused: full for PAUSE_WHEN_FULL_FOR_S
@@ -90,6 +93,11 @@ class OrderProcessor:
             self.say(f"Poison record at {describe(msg)}: {exc}")
             self.dead_letter(msg, exc, attempts=0, label=describe(msg))
             return
+        except RegistryUnavailableError as exc:  # not poison: read again once the registry answers
+            self.registry_wait.hold(self.consumer, partition, offset, describe(msg), exc)
+            return
+        if self.registry_wait.resumed:
+            self.registry_wait.decoded(partition)
         if self.verbose:
             self.last_named = order.order_id
             print(f"Received order: {order}")
@@ -149,6 +157,8 @@ class OrderProcessor:
             partition, offset = position_of(msg)
             if partition not in self.assigned:
                 continue  # revoked since it was polled: its new owner reads it from the committed offset
+            if partition in self.registry_wait.waiting:
+                continue  # sought back to a record waiting for the registry: fetched again later
             self.receive(msg, partition, offset)
             self.after_each_record()
             if self.schedule.size:
@@ -191,6 +201,8 @@ class OrderProcessor:
             self.full_since = None
         elif self.full_since is None:
             self.full_since = now
+        if not self.paused:
+            self.registry_wait.resume_due(self.consumer)
         if not self.paused and self.full_since is not None and now - self.full_since >= PAUSE_WHEN_FULL_FOR_S:
             self.consumer.pause(self.consumer.assignment())
             self.paused = True
@@ -243,6 +255,7 @@ class OrderProcessor:
         # Orders still waiting are not done: dropped uncommitted, the new owner gets them again.
         self.schedule.drop(revoked)
         self.offsets.forget(list(revoked))
+        self.registry_wait.forget(revoked)
 
     def finish(self, clean: bool) -> None:
         """Before the consumer closes: nothing done may be left uncommittable."""

@@ -25,13 +25,14 @@ from kafka_project.cli import (
     add_wait_for_topics_flag,
     make_parser,
     non_negative,
+    order_codec,
     parse_with_connection,
     positive_int,
     run,
     stop_on_signals,
 )
 from kafka_project.cluster import client_config, produce, wait_for_topics
-from kafka_project.order_codec import Order, OrderCodec
+from kafka_project.order_codec import Order
 from kafka_project.producer.progress import progress_bar
 
 PRODUCTS = ["Laptop", "Phone", "Tablet", "Headphones", "Monitor", "Keyboard", "Mouse", "Camera"]
@@ -64,6 +65,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=None, help="make the orders reproducible")
     parser.add_argument("--quiet", action="store_true", help="print only the final summary")
+    parser.add_argument(
+        "--use-latest-schema",
+        action="store_true",
+        help="with --schema-registry: write with the latest version registered under the topic's "
+        "subject instead of registering --schema",
+    )
     add_wait_for_topics_flag(parser, 0.0, "0")
     return parse_with_connection(parser, argv)
 
@@ -96,12 +103,12 @@ def random_orders(seed: int | None = None) -> Iterator[Order]:
         yield Order(f"ORD-{run_id}-{sequence:06d}", product, Decimal(cents).scaleb(-2))
 
 
-def order_keys(customers: int | None, seed: int | None) -> Iterator[bytes | None]:
-    """The key of each order: None (keyed by its orderId) or a random customer id."""
+def order_keys(customers: int | None, seed: int | None) -> Iterator[str | None]:
+    """The customer of each order: None (keyed by its orderId) or a random customer id."""
     if customers is None:
         return repeat(None)
     rng = random.Random(f"customers-{seed}")  # its own draws: the orders stay those of --seed
-    return (f"customer-{1 + int(rng.random() * customers)}".encode() for _ in count())
+    return (f"customer-{1 + int(rng.random() * customers)}" for _ in count())
 
 
 class DeliveryReport:
@@ -127,7 +134,7 @@ def wait_serving_callbacks(producer: Producer, until: float, stop: threading.Eve
 
 
 def main(args: argparse.Namespace) -> int:
-    codec = OrderCodec(args.schema)
+    codec = order_codec(args, produce_to=args.topic)
     report = DeliveryReport(args.quiet)
     # One delivery callback for the producer, not one handed over with every order.
     config = producer_config(args.bootstrap_servers, report_successes=not args.quiet)
@@ -146,7 +153,11 @@ def main(args: argparse.Namespace) -> int:
         for order, customer in orders:
             if stop.is_set():
                 break
-            produce(producer, args.topic, key=customer or order.order_id.encode(), value=codec.encode(order))
+            if customer is not None:
+                order = order._replace(customer_id=customer)  # schema version 2 carries it
+            produce(
+                producer, args.topic, key=(customer or order.order_id).encode(), value=codec.encode(order)
+            )
             sent += 1
             progress(sent)
             if not args.quiet:

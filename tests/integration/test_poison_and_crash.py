@@ -124,6 +124,11 @@ def test_dlq_list_json_has_one_line_per_record_with_reason_and_headers(bootstrap
     poison, order = lines
     assert poison["order"] is None and poison["not_an_order"].startswith("unknown schema")
     assert poison["headers"]["dlq.error.type"] == "UnknownSchemaError"
-    assert order["order"] == {"orderId": "ORD-GOOD-1", "product": "Tablet", "price": "10.00"}
+    assert order["order"] == {
+        "orderId": "ORD-GOOD-1",
+        "product": "Tablet",
+        "price": "10.00",
+        "customerId": None,
+    }
     assert order["headers"]["dlq.attempts"] == "1"
     assert order["headers"]["dlq.original.offset"] == "1"

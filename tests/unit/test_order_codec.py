@@ -57,16 +57,22 @@ def test_value_is_marker_fingerprint_body():
     canonical = (
         b'{"name":"com.example.orders.Order","type":"record","fields":['
         b'{"name":"orderId","type":"string"},{"name":"product","type":"string"},'
-        b'{"name":"price","type":"bytes"}]}'
+        b'{"name":"price","type":"bytes"},{"name":"customerId","type":["null","string"]}]}'
     )
     assert value[:2] == b"\xc3\x01"
     assert value[2:10] == crc64_avro(canonical).to_bytes(8, "little")
-    # Body: zigzag length-prefixed strings, then the decimal's unscaled value 29448 as big-endian bytes.
-    assert value[10:] == b"\x10ORD-0001\x14Headphones\x04\x73\x08"
+    # Body: zigzag length-prefixed strings, the decimal's unscaled value 29448 as big-endian bytes,
+    # then customerId's union branch 0 (null).
+    assert value[10:] == b"\x10ORD-0001\x14Headphones\x04\x73\x08\x00"
 
 
 def test_display_matches_the_seed():
     assert str(ORDER) == "{'orderId': 'ORD-0001', 'product': 'Headphones', 'price': 294.48}"
+    with_customer = ORDER._replace(customer_id="CUST-07")
+    assert (
+        str(with_customer)
+        == "{'orderId': 'ORD-0001', 'product': 'Headphones', 'price': 294.48, 'customerId': 'CUST-07'}"
+    )
 
 
 VALID = codec.encode(ORDER)
@@ -79,7 +85,16 @@ OTHER_SCHEMA = b"\xc3\x01" + b"\x00" * 8 + VALID[10:]
         (None, InvalidOrderError, "null value"),
         (b"", InvalidOrderError, "empty value"),
         (b"hello world", UnknownSchemaError, "no Avro single-object marker"),
-        (OTHER_SCHEMA, UnknownSchemaError, "fingerprint 0000000000000000"),
+        (
+            OTHER_SCHEMA,
+            UnknownSchemaError,
+            "fingerprint 0000000000000000 is none of the 2 published versions",
+        ),
+        (
+            b"\x00\x00\x00\x00\x07" + VALID[10:],
+            UnknownSchemaError,
+            r"Registry format \(schema id 7\) but no --schema",
+        ),
         (VALID[:-3], InvalidOrderError, "malformed Avro body"),
         (VALID[:10], InvalidOrderError, "malformed Avro body"),
         (VALID + b"\x00", InvalidOrderError, "1 unexpected bytes"),
