@@ -38,7 +38,7 @@ from kafka_project.consumer import consumer as consumer_script
 from kafka_project.consumer.aggregate import RunningAverage
 from kafka_project.consumer.exactly_once import ExactlyOnceProcessor
 from kafka_project.consumer.state import PartitionState, aggregate_to_metadata
-from kafka_project.dlq.dlq_producer import DLQ_MAX_MESSAGE_BYTES
+from kafka_project.dlq.headers import DLQ_MAX_MESSAGE_BYTES
 from kafka_project.order_codec import OrderCodec
 from kafka_project.producer.producer import producer_config, random_orders
 

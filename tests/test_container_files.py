@@ -5,7 +5,7 @@ from pathlib import Path
 
 import yaml
 
-from kafka_project.dlq.dlq_producer import DLQ_MAX_MESSAGE_BYTES
+from kafka_project.dlq.headers import DLQ_MAX_MESSAGE_BYTES
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())

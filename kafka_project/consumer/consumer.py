@@ -45,7 +45,8 @@ from kafka_project.consumer.processor import AtLeastOnceProcessor, OrderProcesso
 from kafka_project.consumer.retry import RetryPolicy
 from kafka_project.consumer.state import STATS_TOPIC_CONFIG
 from kafka_project.consumer.status import StatusSampler
-from kafka_project.dlq.dlq_producer import DLQ_TOPIC_CONFIG, DeadLetterPublisher, dlq_producer_config
+from kafka_project.dlq.dlq_producer import DeadLetterPublisher, dlq_producer_config
+from kafka_project.dlq.headers import DLQ_TOPIC_CONFIG
 from kafka_project.order_codec import OrderCodec
 
 BATCH_SIZE = 500

@@ -44,7 +44,8 @@ from kafka_project.consumer.state import (
     aggregate_to_metadata,
     combined,
 )
-from kafka_project.dlq.dlq_producer import DLQ_MAX_MESSAGE_BYTES, DeadLetterPublisher
+from kafka_project.dlq.dlq_producer import DeadLetterPublisher
+from kafka_project.dlq.headers import DLQ_MAX_MESSAGE_BYTES
 from kafka_project.errors import UserError
 from kafka_project.order_codec import OrderCodec
 

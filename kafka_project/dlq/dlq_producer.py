@@ -38,17 +38,18 @@ from kafka_project.cli import (
 )
 from kafka_project.cluster import client_config, produce, read_topic
 from kafka_project.dlq import replay
-from kafka_project.dlq.headers import Headers, describe, dlq_headers, received_headers
+from kafka_project.dlq.headers import (
+    DLQ_MAX_MESSAGE_BYTES,
+    DLQ_TOPIC_CONFIG,
+    Headers,
+    describe,
+    dlq_headers,
+    received_headers,
+)
 from kafka_project.errors import UserError
 from kafka_project.order_codec import OrderCodec, OrderDecodeError
 from kafka_project.registry import RegistryUnavailableError
 
-# A DLQ copy is the original record plus the dlq.* headers (under 2 KB), so the DLQ topic must take
-# larger records than its source: 2 MiB against Kafka's default of about 1 MB for the source.
-# The DLQ topic is created with max.message.bytes=DLQ_MAX_MESSAGE_BYTES (DLQ_TOPIC_CONFIG), and the
-# producers that write to it allow as much.
-DLQ_MAX_MESSAGE_BYTES = 2 * 1024 * 1024
-DLQ_TOPIC_CONFIG = {"max.message.bytes": str(DLQ_MAX_MESSAGE_BYTES)}
 # Errors that say the DLQ will never take this record: retrying cannot help.
 REFUSED_FOR_GOOD = {
     KafkaError.MSG_SIZE_TOO_LARGE,

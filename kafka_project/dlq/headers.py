@@ -10,6 +10,12 @@ from confluent_kafka import Message
 from kafka_project.cluster import Headers
 
 HEADER_PREFIX = "dlq."
+# A DLQ copy is the original record plus the dlq.* headers (under 2 KB), so the DLQ topic must take
+# larger records than its source: 2 MiB against Kafka's default of about 1 MB for the source.
+# The DLQ topic is created with max.message.bytes=DLQ_MAX_MESSAGE_BYTES (DLQ_TOPIC_CONFIG), and the
+# producers that write to it allow as much.
+DLQ_MAX_MESSAGE_BYTES = 2 * 1024 * 1024
+DLQ_TOPIC_CONFIG = {"max.message.bytes": str(DLQ_MAX_MESSAGE_BYTES)}
 # A consumed record's headers, as librdkafka hands them over: (name, value or None) pairs.
 ReceivedHeaders = list[tuple[str, bytes | None]]
 # Keeps the headers' size small and known, so a DLQ copy always fits (see DLQ_MAX_MESSAGE_BYTES).

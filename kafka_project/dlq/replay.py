@@ -19,7 +19,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from kafka_project.cli import stop_on_signals
 from kafka_project.cluster import client_config, existing_topics, produce, require_topics
-from kafka_project.dlq.headers import HEADER_PREFIX, describe, received_headers
+from kafka_project.dlq.headers import DLQ_TOPIC_CONFIG, HEADER_PREFIX, describe, received_headers
 from kafka_project.errors import UserError
 from kafka_project.producer.producer import producer_config
 
@@ -125,7 +125,7 @@ def replay(args: argparse.Namespace, stop: threading.Event) -> dict[str, int]:
     producer = Producer(producer_config(args.bootstrap_servers))
     tally = {"replayed": 0, "refused": 0, "skipped": 0}
     try:
-        require_topics(consumer, args.bootstrap_servers, [args.topic])
+        require_topics(consumer, args.bootstrap_servers, [args.topic], {args.topic: DLQ_TOPIC_CONFIG})
         topics = existing_topics(consumer, args.bootstrap_servers)
         for msg in dlq_records(consumer, args.topic, stop):
             decision = decide(msg, args, topics)

@@ -26,7 +26,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from kafka_project.cluster import partitions_with_open_transactions, read_topic
 from kafka_project.consumer.state import combined, read_states
-from kafka_project.dlq.dlq_producer import DLQ_TOPIC_CONFIG
+from kafka_project.dlq.headers import DLQ_TOPIC_CONFIG
 from kafka_project.order_codec import OrderCodec, OrderDecodeError
 
 REPO = Path(__file__).resolve().parents[2]

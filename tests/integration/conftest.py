@@ -26,7 +26,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from kafka_project.cluster import read_topic
 from kafka_project.consumer import consumer
 from kafka_project.consumer.processor import OrderProcessor
-from kafka_project.dlq.dlq_producer import DLQ_TOPIC_CONFIG
+from kafka_project.dlq.headers import DLQ_TOPIC_CONFIG
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = {

@@ -114,7 +114,16 @@ def shape(sample_line: str) -> re.Pattern[str]:
     return re.compile("".join(pattern) + "$")
 
 
-def unlike_sample(output: str, sample: list[str]) -> list[str]:
-    """The lines of `output` that look like no line of `sample`."""
-    shapes = [shape(line) for line in sample if line.strip()]
-    return [line for line in output.splitlines() if not any(s.match(line) for s in shapes)]
+def differences(output: str, sample: list[str]) -> list[str]:
+    """The lines of `output` that look like no line of `sample`, and the lines of `sample` that
+    no line of `output` looks like: empty when the command printed what the README shows."""
+    shown = [line for line in sample if line.strip()]
+    printed = [line for line in output.splitlines() if line.strip()]
+    shapes = {line: shape(line) for line in shown}
+    unexpected = [
+        f"printed, not shown: {line}" for line in printed if not any(s.match(line) for s in shapes.values())
+    ]
+    missing = [
+        f"shown, not printed: {line}" for line, s in shapes.items() if not any(s.match(p) for p in printed)
+    ]
+    return unexpected + missing

@@ -11,6 +11,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from .conftest import REPO, SCRIPTS, consumer_args, run_script, start_script
 
+FRESH_GROUP = f"cli-errors-{uuid.uuid4().hex[:8]}"  # never the default group of a broker we did not start
+
 
 def missing_topic_line(topic: str, bootstrap_servers: str, settings: str = "") -> str:
     create = f"kafka-topics --bootstrap-server {bootstrap_servers} --create --topic {topic}{settings}"
@@ -54,15 +56,34 @@ def test_stats_names_a_missing_stats_topic(bootstrap_servers):
     )
 
 
+def test_replay_names_a_missing_dlq_topic_with_the_setting_it_needs(bootstrap_servers):
+    result = run_script("dlq", "replay", "--topic", "no-such-dlq", "--group-id", FRESH_GROUP, timeout=30)
+    assert result.returncode == 1
+    assert result.stderr == missing_topic_line(
+        "no-such-dlq", bootstrap_servers, " --config max.message.bytes=2097152"
+    )
+
+
 def test_consumer_waits_for_a_missing_topic_then_gives_up_at_idle_timeout(bootstrap_servers):
-    result = run_script("consumer", "--topic", "no-such-topic", "--idle-timeout", "3")
+    result = run_script(
+        "consumer", "--topic", "no-such-topic", "--group-id", FRESH_GROUP, "--idle-timeout", "3"
+    )
     assert result.returncode == 1
     assert "Waiting: topic 'no-such-topic' does not exist" in result.stderr
     assert "Traceback" not in result.stderr
 
 
 def test_wait_for_topics_0_makes_the_consumer_exit_at_once(bootstrap_servers):
-    result = run_script("consumer", "--topic", "no-such-topic", "--wait-for-topics", "0", timeout=30)
+    result = run_script(
+        "consumer",
+        "--topic",
+        "no-such-topic",
+        "--group-id",
+        FRESH_GROUP,
+        "--wait-for-topics",
+        "0",
+        timeout=30,
+    )
     assert result.returncode == 1
     assert result.stderr == missing_topic_line("no-such-topic", bootstrap_servers)
 

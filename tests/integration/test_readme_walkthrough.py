@@ -1,17 +1,24 @@
 """The README's "Running it step by step", run as a new user runs it: every bash command in the
 order written, extracted from README.md itself (so the README cannot drift from the code), in a
-fresh copy of the repo with its own virtualenv, against the real broker.
+fresh copy of the repo with its own virtualenv and its own broker.
+
+The copy's `bin/kafka-local start` (step 1) starts that broker on ports of its own (29092), so the
+commands run as written, default topics and groups included, without touching the broker the
+other tests share; `localhost:9092` in a command becomes `localhost:29092`, and
+KAFKA_BOOTSTRAP_SERVERS says so to the commands that use the default. The one other setting is
+FAILURE_RATE, as step 3 suggests, so that the DLQ steps have records. Step 7 stops and deletes
+that broker, as a user would.
 
 Two terminals, as the README says: a command marked `# terminal N` runs in terminal N, the others
 in the terminal of the command before. A `source` line stays in force for its terminal. A
 command that runs until Ctrl-C (consumer, producer without --count, console consumer) is left
 running and gets Ctrl-C when the next command is typed in its terminal, once it has done what
-a user waits for. Names are the test's own: the default topics and groups in the commands are
-rewritten to fresh ones, and the environment names them for the commands that use defaults.
+a user waits for.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -23,11 +30,13 @@ from pathlib import Path
 from confluent_kafka import Consumer, TopicPartition
 
 from .conftest import REPO, Topics, committed_offset, records, summary, wait_until
-from .readme_walkthrough import Command, captured_sessions, commands, unlike_sample
+from .readme_walkthrough import Command, captured_sessions, commands, differences
 
-FAILURE_RATE = "0.8"  # so that the DLQ steps have records: about half the orders fail three tries
-LOCAL_BROKER = "localhost:9092"  # bin/kafka-local's, the one the README's commands name
-STOPS_THE_BROKER = "it would stop the broker the other tests share"
+FAILURE_RATE = "0.8"  # step 3's hint for a DLQ with records: about half the orders fail three tries
+README_BROKER = "localhost:9092"
+PORTS = {"KAFKA_PORT": "29092", "ZOOKEEPER_PORT": "22181", "KAFKA_SASL_PORT": "29094"}  # the copy's broker
+BROKER = f"localhost:{PORTS['KAFKA_PORT']}"
+NAMES = Topics(orders="orders", dlq="orders-dlq", group="order-consumer", stats="orders-stats")  # defaults
 
 
 @dataclass
@@ -66,6 +75,7 @@ class Terminals:
             text=True,
             errors="replace",
             timeout=timeout,
+            preexec_fn=ctrl_c_as_in_a_terminal,
         )
 
     def start(self, terminal: int, command: str, done: Callable[[], object], group: str | None) -> Running:
@@ -78,6 +88,7 @@ class Terminals:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C reaches bash and its command, as in a terminal
+                preexec_fn=ctrl_c_as_in_a_terminal,
             )
         self.running[terminal] = Running(command, process, log, done, group)
         return self.running[terminal]
@@ -94,10 +105,24 @@ class Terminals:
             running.process.wait(60)
         return running
 
+    def close(self) -> None:
+        """Whatever is still running (a failed check left it), killed."""
+        for running in self.running.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(running.process.pid, signal.SIGKILL)
+            running.process.wait(10)
+        self.running.clear()
+
+
+def ctrl_c_as_in_a_terminal() -> None:
+    """In the child: Ctrl-C handled as in a shell, even when the tests run with SIGINT ignored
+    (started in the background), which every child would otherwise inherit."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
 
 def copy_of_repo(destination: Path) -> Path:
-    """What a fresh clone holds (tracked files, and new ones not yet committed), plus the local
-    broker's folder (its jars, and the broker the tests already run)."""
+    """What a fresh clone holds (tracked files, and new ones not yet committed). The Kafka jars
+    bin/kafka-local fetched for the other tests are lent to it (a new user fetches them once)."""
     listed = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
         cwd=REPO,
@@ -110,53 +135,34 @@ def copy_of_repo(destination: Path) -> Path:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(source.read_bytes())
             target.chmod(source.stat().st_mode)
-    (destination / ".local-kafka").symlink_to(REPO / ".local-kafka")
+    if (jars := REPO / ".local-kafka/lib").is_dir():
+        (destination / ".local-kafka").mkdir()
+        (destination / ".local-kafka/lib").symlink_to(jars)
     return destination
 
 
-def session_env(topics: Topics, bootstrap_servers: str) -> dict[str, str]:
-    """A new user's shell: no virtualenv active, the test's names for every default."""
+def session_env() -> dict[str, str]:
+    """A new user's shell: no virtualenv active; the copy's broker on ports of its own."""
     venv_bin = str(REPO / ".venv/bin")
     env = {
         key: value
         for key, value in os.environ.items()
-        if key not in {"VIRTUAL_ENV", "PYTHONPATH", "KAFKA_CONFIG", "NO_COLOR"}
+        if key not in {"VIRTUAL_ENV", "PYTHONPATH", "NO_COLOR"}
+        and not key.startswith(("KAFKA_", "ORDERS_", "DLQ_", "STATS_", "SCHEMA_REGISTRY"))
     }
     env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if p != venv_bin)
     return {
         **env,
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers,
-        "ORDERS_TOPIC": topics.orders,
-        "DLQ_TOPIC": topics.dlq,
-        "STATS_TOPIC": topics.stats,
-        "KAFKA_GROUP_ID": topics.group,
-        "DLQ_REPLAY_GROUP_ID": f"{topics.group}-replay",
+        **PORTS,
+        "KAFKA_BOOTSTRAP_SERVERS": BROKER,
         "FAILURE_RATE": FAILURE_RATE,
         "PYTHONUNBUFFERED": "1",  # a terminal shows each line at once; these go to files
     }
 
 
-def renamer(topics: Topics, bootstrap_servers: str) -> Callable[[str], str]:
-    """Rewrites the README's default names in a command to the test's own."""
-    names = {
-        "order-consumer-eos": f"{topics.group}-eos",
-        "order-consumer": topics.group,
-        "orders-dlq": topics.dlq,
-        "orders-stats": topics.stats,
-        "orders": topics.orders,
-        LOCAL_BROKER: bootstrap_servers,
-    }
-    pattern = re.compile("|".join(rf"(?<![\w-]){re.escape(name)}(?![\w-])" for name in names))
-    return lambda command: pattern.sub(lambda match: names[match.group()], command)
-
-
-def why_not_run(command: str, bootstrap_servers: str) -> str | None:
+def why_not_run(command: str) -> str | None:
     if command.startswith("docker "):
         return "no Docker engine here (the Docker lines are checked against docker-compose.yml)"
-    if command in ("bin/kafka-local stop", "bin/kafka-local reset"):
-        return STOPS_THE_BROKER
-    if command.startswith("bin/kafka-local") and bootstrap_servers != LOCAL_BROKER:
-        return "the tests use the broker at KAFKA_BOOTSTRAP_SERVERS"
     if "broker:9092" in command:
         return "an example with a placeholder broker"
     return None
@@ -183,22 +189,17 @@ def option(words: list[str], flag: str) -> str | None:
 class Walkthrough:
     """The broker-side facts the checks need, and what each kind of command must do."""
 
-    def __init__(self, topics: Topics, bootstrap_servers: str, terminals: Terminals, readme: str) -> None:
-        self.topics, self.bootstrap_servers, self.terminals, self.readme = (
-            topics,
-            bootstrap_servers,
-            terminals,
-            readme,
-        )
+    def __init__(self, terminals: Terminals, readme: str) -> None:
+        self.terminals, self.readme = terminals, readme
 
     def orders_end(self) -> int:
-        return end_offset(self.bootstrap_servers, self.topics.orders)
+        return end_offset(BROKER, NAMES.orders)
 
     def dlq_orders(self) -> list[str]:
-        return [order_id_in(msg.value()) for msg in records(self.bootstrap_servers, self.topics.dlq)]
+        return [order_id_in(msg.value()) for msg in records(BROKER, NAMES.dlq)]
 
     def caught_up(self, group: str) -> bool:
-        committed = committed_offset(self.bootstrap_servers, group, self.topics.orders)
+        committed = committed_offset(BROKER, group, NAMES.orders)
         return max(committed, 0) == self.orders_end()  # never committed (-1001): nothing to do yet
 
     def settle(self) -> None:
@@ -212,7 +213,7 @@ class Walkthrough:
         """A command that runs until Ctrl-C, and what the user waits for before pressing it."""
         terminal, words = command.terminal, text.split()
         if program(text) == "consumer.py":
-            group = option(words, "--group-id") or self.topics.group
+            group = option(words, "--group-id") or NAMES.group
             consumer = self.terminals.start(terminal, text, lambda: self.caught_up(group), group)
             wait_until(lambda: "Listening for orders" in consumer.output, 60, f"{text!r} to listen")
         elif program(text) == "producer.py":  # stopped once an order is in the DLQ, for steps 4 and 5
@@ -229,6 +230,7 @@ class Walkthrough:
         if running is None:
             return
         output = running.output
+        assert "Traceback" not in output, output
         if program(running.command) in ("consumer.py", "producer.py"):
             assert running.process.returncode == 0, output
         if program(running.command) == "consumer.py":
@@ -242,30 +244,35 @@ class Walkthrough:
     def run(self, command: Command, text: str) -> None:
         """A command that ends by itself: its exit code, its output against the sample the README
         prints, and its effect on the broker."""
-        words, before = text.split(), self.orders_end()
+        words = text.split()
+        sends = program(text) == "producer.py" or "replay" in words
+        before = self.orders_end() if sends else 0
         result = self.terminals.run(command.terminal, text)
-        output, after, dlq = result.stdout, self.orders_end(), self.dlq_orders()
-        assert result.returncode == 0, f"{text}\n{output}\n{result.stderr}"
+        output = result.stdout
+        assert result.returncode == 0 and "Traceback" not in output + result.stderr, (
+            f"{text}\n{output}\n{result.stderr}"
+        )
         if command.sample:
-            assert unlike_sample(output, command.sample) == [], (
-                f"{text} printed\n{output}\nnot like the README"
-            )
+            assert differences(output, command.sample) == [], f"{text} printed\n{output}"
         if words[:2] == ["bin/kafka-local", "status"]:
-            assert "kafka: running" in output
+            assert "kafka: running" in output, output
         if program(text) == "dlq_producer.py" and "list" in words:
-            assert f"{len(dlq)} record(s) in " in output, output
+            assert f"{len(self.dlq_orders())} record(s) in {NAMES.dlq}" in output, output
         if program(text) == "dlq_producer.py" and "replay" in words:
-            self.check_replay(words, output, dlq, after - before)
+            self.check_replay(words, output, self.orders_end() - before)
         if program(text) == "producer.py":
-            assert output.count("Sent order: ") == int(option(words, "--count") or 0) == after - before
+            count = int(option(words, "--count") or 0)
+            assert output.count("Sent order: ") == count == self.orders_end() - before, output
         if program(text) == "stats.py":
             counted = self.terminals.running[1].output.count("✓ Processing successful")
-            assert f"Global: count={counted} " in output and f"next_offset={after}" in output, output
+            assert f"Global: count={counted} " in output and f"next_offset={self.orders_end()}" in output, (
+                output
+            )
         if "--reset-offsets" in words:
-            assert committed_offset(self.bootstrap_servers, self.topics.group, self.topics.orders) == 0
+            assert committed_offset(BROKER, NAMES.group, NAMES.orders) == 0
 
-    def check_replay(self, words: list[str], output: str, dlq: list[str], sent: int) -> None:
-        dry_run = "--dry-run" in words
+    def check_replay(self, words: list[str], output: str, sent: int) -> None:
+        dry_run, dlq = "--dry-run" in words, self.dlq_orders()
         samples = [
             line
             for session in captured_sessions(self.readme)
@@ -273,9 +280,7 @@ class Walkthrough:
             for line in session.output
         ]
         assert samples, "the README shows no captured replay of this kind"
-        assert unlike_sample(output, samples) == [], (
-            f"{' '.join(words)} printed\n{output}\nnot like the README"
-        )
+        assert differences(output, samples) == [], f"{' '.join(words)} printed\n{output}"
         figures = summary(output)
         if dry_run:
             assert int(figures["would_replay"]) == len(dlq) and sent == 0, output
@@ -284,44 +289,49 @@ class Walkthrough:
             assert int(figures["replayed"]) == min(limit, len(dlq)) == sent, output
 
 
-def test_readme_walkthrough_runs_in_order_and_shows_what_it_says(
-    topics: Topics, bootstrap_servers: str, tmp_path: Path
-) -> None:
+def test_readme_walkthrough_runs_in_order_and_shows_what_it_says(tmp_path: Path) -> None:
     readme = (REPO / "README.md").read_text(encoding="utf-8")
-    rename = renamer(topics, bootstrap_servers)
     (logs := tmp_path / "logs").mkdir()
-    terminals = Terminals(copy_of_repo(tmp_path / "clone"), session_env(topics, bootstrap_servers), logs)
-    walkthrough = Walkthrough(topics, bootstrap_servers, terminals, readme)
-    ran: list[str] = []
-    skipped: dict[str, str] = {}
-    broker_stopped_by: str | None = None  # a skipped stop: nothing may need the broker after it
-
-    for command in commands(readme):
-        text = rename(command.text)
-        if reason := why_not_run(text, bootstrap_servers):
-            skipped[command.text] = reason
-            broker_stopped_by = command.text if reason == STOPS_THE_BROKER else broker_stopped_by
-            continue
-        assert broker_stopped_by is None, f"the README runs {command.text!r} after {broker_stopped_by!r}"
-        ran.append(command.text)
-        walkthrough.check_stopped(terminals.ctrl_c(command.terminal))
-        walkthrough.settle()
-        if text.startswith("source "):
-            terminals.sourced[command.terminal].append(text)
-        if runs_until_ctrl_c(text):
-            walkthrough.start(command, text)
-        else:
-            walkthrough.run(command, text)
-    for terminal in list(terminals.running):
-        walkthrough.check_stopped(terminals.ctrl_c(terminal))
+    clone = copy_of_repo(tmp_path / "clone")
+    terminals = Terminals(clone, session_env(), logs)
+    walkthrough = Walkthrough(terminals, readme)
+    ran, skipped = [], {}
+    try:
+        for command in commands(readme):
+            text = command.text.replace(README_BROKER, BROKER)
+            if reason := why_not_run(text):
+                skipped[command.text] = reason
+                continue
+            ran.append(command.text)
+            stopping_the_broker = text in ("bin/kafka-local stop", "bin/kafka-local reset")
+            for terminal in list(terminals.running) if stopping_the_broker else [command.terminal]:
+                walkthrough.check_stopped(terminals.ctrl_c(terminal))  # "stop the scripts with Ctrl-C first"
+            if not stopping_the_broker:
+                walkthrough.settle()
+            if text.startswith("source "):
+                terminals.sourced[command.terminal].append(text)
+            if runs_until_ctrl_c(text):
+                walkthrough.start(command, text)
+            else:
+                walkthrough.run(command, text)
+        for terminal in list(terminals.running):
+            walkthrough.check_stopped(terminals.ctrl_c(terminal))
+    finally:
+        terminals.close()
+        subprocess.run(
+            [clone / "bin/kafka-local", "reset"], env=session_env(), capture_output=True, check=False
+        )
 
     assert set(skipped.values()) <= {
         "no Docker engine here (the Docker lines are checked against docker-compose.yml)",
-        STOPS_THE_BROKER,
-        "the tests use the broker at KAFKA_BOOTSTRAP_SERVERS",
         "an example with a placeholder broker",
     }
-    for must_run in ("consumer.py --exactly-once", "producer.py", "dlq_producer.py list", "replay --dry-run"):
+    for must_run in (
+        "kafka-local start",
+        "consumer.py --exactly-once",
+        "dlq_producer.py list",
+        "kafka-local reset",
+    ):
         assert any(must_run in command for command in ran), f"no {must_run!r} among {ran}"
 
 
