@@ -45,6 +45,31 @@ def bootstrap_servers() -> str:
     return "localhost:9092"
 
 
+REGISTRY_ENV = {"SCHEMA_REGISTRY_PORT": "18081", "KAFKA_LOCAL_DIR": str(REPO / ".local-kafka/test-registry")}
+
+
+def schema_registry_local(action: str) -> str:
+    """bin/schema-registry-local for the tests' own registry (its own port and data, so that a
+    test may stop it); what it prints (the URL, for start)."""
+    result = subprocess.run(
+        [REPO / "bin/schema-registry-local", action],
+        env={**os.environ, **REGISTRY_ENV},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return result.stdout.strip()
+
+
+@pytest.fixture(scope="session")
+def schema_registry() -> Iterator[str]:
+    """The URL of a real Schema Registry (Apicurio, Confluent's API), started for the tests and
+    deleted afterwards."""
+    url = schema_registry_local("start")
+    yield url
+    schema_registry_local("reset")
+
+
 @dataclass
 class Topics:
     orders: str

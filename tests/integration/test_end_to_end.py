@@ -3,7 +3,10 @@
 from collections import Counter
 from decimal import ROUND_HALF_UP, Decimal
 
+import pytest
+
 from kafka_project.order_codec import OrderCodec
+from kafka_project.registry import SchemaRegistry
 
 from .conftest import committed_offset, consumer_args, headers_of, records, run_script, summary
 
@@ -11,7 +14,11 @@ codec = OrderCodec()
 ORDERS = 1000
 
 
-def test_thousand_orders_are_each_counted_or_dead_lettered(bootstrap_servers, topics):
+@pytest.mark.parametrize("wire_format", ["single-object", "schema-registry"])
+def test_thousand_orders_are_each_counted_or_dead_lettered(bootstrap_servers, topics, wire_format, request):
+    url = request.getfixturevalue("schema_registry") if wire_format == "schema-registry" else None
+    registry_args = ["--schema-registry", url] if url else []
+    codec = OrderCodec(schema_registry=SchemaRegistry(url, {}) if url else None)
     produced = run_script(
         "producer",
         "--topic",
@@ -23,6 +30,7 @@ def test_thousand_orders_are_each_counted_or_dead_lettered(bootstrap_servers, to
         "--seed",
         "42",
         "--quiet",
+        *registry_args,
     )
     assert produced.returncode == 0, produced.stderr
     assert summary(produced) == {"sent": "1000", "delivered": "1000", "failed": "0"}
@@ -40,6 +48,7 @@ def test_thousand_orders_are_each_counted_or_dead_lettered(bootstrap_servers, to
             "--idle-timeout",
             "5",
             "--quiet",
+            *registry_args,
         ),
     )
     assert consumed.returncode == 0, consumed.stderr
@@ -48,6 +57,8 @@ def test_thousand_orders_are_each_counted_or_dead_lettered(bootstrap_servers, to
     originals = {msg.offset(): msg for msg in records(bootstrap_servers, topics.orders)}
     dead = records(bootstrap_servers, topics.dlq)
     assert len(originals) == ORDERS
+    marker = b"\x00" if registry_args else b"\xc3\x01"
+    assert all(msg.value().startswith(marker) for msg in originals.values())
     assert int(result["processed"]) + int(result["dlq"]) == ORDERS
     assert int(result["dlq"]) == len(dead) > 0  # 0.3^3: about 27 of 1000 expected
 

@@ -1,0 +1,180 @@
+"""Schema evolution and the Schema Registry's wire format, on a real broker and a real registry
+(Apicurio, serving Confluent's API, started by bin/schema-registry-local)."""
+
+from __future__ import annotations
+
+import json
+import time
+from decimal import Decimal
+
+import pytest
+from confluent_kafka import Producer
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
+from confluent_kafka.serialization import MessageField, SerializationContext
+
+from kafka_project.order_codec import HISTORY_DIR, SCHEMA_PATH, Order, OrderCodec
+from kafka_project.registry import SchemaRegistry
+
+from .conftest import (
+    committed_offset,
+    consumer_args,
+    headers_of,
+    records,
+    run_script,
+    schema_registry_local,
+    start_script,
+    summary,
+    wait_until,
+)
+
+VERSION_1 = str(HISTORY_DIR / "order-v1.avsc")
+VERSION_2 = str(SCHEMA_PATH)  # the current order.avsc: version 1 plus an optional customerId
+
+
+def produce(topics, count: int, *extra: str) -> None:
+    result = run_script(
+        "producer", "--topic", topics.orders, "--count", str(count), "--interval", "0", "--quiet", *extra
+    )
+    assert result.returncode == 0 and summary(result)["delivered"] == str(count), result.stderr
+
+
+def consume(topics, *extra: str) -> dict[str, str]:
+    result = run_script(
+        "consumer", *consumer_args(topics, "--failure-rate", "0", "--idle-timeout", "4", "--quiet", *extra)
+    )
+    assert result.returncode == 0, result.stderr
+    return summary(result)
+
+
+@pytest.mark.parametrize("wire_format", ["single-object", "schema-registry"])
+@pytest.mark.parametrize(
+    ("producer_schema", "consumer_schema"),
+    [(VERSION_2, VERSION_1), (VERSION_1, VERSION_2)],
+    ids=["old consumer, new producer", "new consumer, old producer"],
+)
+def test_old_and_new_schema_versions_read_each_other(
+    bootstrap_servers, topics, request, wire_format, producer_schema, consumer_schema
+):
+    registry = (
+        ["--schema-registry", request.getfixturevalue("schema_registry")]
+        if wire_format != "single-object"
+        else []
+    )
+    produce(topics, 200, "--customers", "3", "--seed", "5", "--schema", producer_schema, *registry)
+    result = consume(topics, "--schema", consumer_schema, *registry)
+    assert result["processed"] == "200" and result["dlq"] == "0"
+    assert records(bootstrap_servers, topics.dlq) == []
+    expected = OrderCodec(schema_registry=SchemaRegistry(registry[1], {}) if registry else None)
+    total = sum(expected.decode(msg.value()).price for msg in records(bootstrap_servers, topics.orders))
+    assert Decimal(result["total"]) == total
+
+
+def confluent_serializer(url: str) -> AvroSerializer:
+    """Confluent's own serializer, with the project's schema file and nothing else of ours."""
+    client = SchemaRegistryClient({"url": url})
+    return AvroSerializer(client, SCHEMA_PATH.read_text(), lambda order, _ctx: order)
+
+
+def test_confluent_serializer_records_are_read_by_our_consumer(bootstrap_servers, topics, schema_registry):
+    serialize = confluent_serializer(schema_registry)
+    context = SerializationContext(topics.orders, MessageField.VALUE)
+    producer = Producer({"bootstrap.servers": bootstrap_servers})
+    prices = [Decimal(f"{n}.25") for n in range(1, 51)]
+    for n, price in enumerate(prices):
+        record = {"orderId": f"ORD-CONFLUENT-{n}", "product": "Tablet", "price": price, "customerId": None}
+        producer.produce(topics.orders, key=record["orderId"].encode(), value=serialize(record, context))
+    assert producer.flush(30) == 0
+    result = consume(topics, "--schema-registry", schema_registry)
+    assert result["processed"] == "50" and result["dlq"] == "0"
+    assert Decimal(result["total"]) == sum(prices)
+
+
+def test_our_records_are_read_by_confluent_deserializer(bootstrap_servers, topics, schema_registry):
+    produce(topics, 30, "--seed", "9", "--customers", "2", "--schema-registry", schema_registry)
+    deserialize = AvroDeserializer(SchemaRegistryClient({"url": schema_registry}))
+    context = SerializationContext(topics.orders, MessageField.VALUE)
+    ours = OrderCodec(schema_registry=SchemaRegistry(schema_registry, {}))
+    for msg in records(bootstrap_servers, topics.orders):
+        theirs = deserialize(msg.value(), context)
+        assert Order(
+            theirs["orderId"], theirs["product"], theirs["price"], theirs["customerId"]
+        ) == ours.decode(msg.value())
+        assert theirs["customerId"].startswith("customer-")
+
+
+def test_a_version_the_subject_s_rule_refuses_is_one_line_and_nothing_sent(
+    bootstrap_servers, topics, schema_registry, tmp_path
+):
+    produce(topics, 1, "--schema-registry", schema_registry)  # registers version 2 under the subject
+    subject = f"{topics.orders}-value"
+    SchemaRegistryClient({"url": schema_registry}).set_compatibility(subject, "BACKWARD")
+    required_field = json.loads(SCHEMA_PATH.read_text())
+    required_field["fields"].append({"name": "warehouse", "type": "string"})  # no default: not BACKWARD
+    schema = tmp_path / "order-required.avsc"
+    schema.write_text(json.dumps(required_field))
+    result = run_script(
+        "producer",
+        "--topic",
+        topics.orders,
+        "--count",
+        "5",
+        "--schema",
+        str(schema),
+        "--schema-registry",
+        schema_registry,
+    )
+    assert result.returncode == 1
+    [line] = result.stderr.splitlines()
+    assert line.startswith(
+        f"error: the Schema Registry at {schema_registry} refused this order schema for subject '{subject}'"
+    )
+    assert "BACKWARD" in line
+    assert len(records(bootstrap_servers, topics.orders)) == 1  # only the first run's order
+
+
+def test_a_topic_carrying_both_formats_is_read_completely_and_listed(
+    bootstrap_servers, topics, schema_registry
+):
+    for round_ in range(3):  # single-object, registry, single-object, ... in the same partition
+        produce(topics, 20, "--seed", str(round_))
+        produce(topics, 20, "--seed", str(10 + round_), "--schema-registry", schema_registry)
+    result = consume(
+        topics, "--schema-registry", schema_registry, "--failure-rate", "1", "--max-attempts", "1"
+    )
+    assert result["dlq"] == "120"  # every try fails: all 120 reach the DLQ, none as poison
+    dead = records(bootstrap_servers, topics.dlq)
+    originals = records(bootstrap_servers, topics.orders)
+    assert [msg.value() for msg in dead] == [msg.value() for msg in originals]  # byte for byte
+    assert {headers_of(msg)["dlq.error.type"] for msg in dead} == {"TemporaryProcessingError"}
+    listing = run_script("dlq", "list", "--topic", topics.dlq, "--schema-registry", schema_registry)
+    assert listing.stdout.count("  order: {'orderId': 'ORD-") == 120, listing.stdout
+
+
+def test_a_registry_outage_is_waited_out_not_dead_lettered(
+    bootstrap_servers, topics, schema_registry, tmp_path
+):
+    log = tmp_path / "consumer.log"
+    produce(topics, 300, "--seed", "3", "--customers", "4", "--schema-registry", schema_registry)
+    schema_registry_local("stop")
+    try:
+        consumer = start_script(
+            "consumer",
+            *consumer_args(topics, "--schema-registry", schema_registry, "--quiet", "--idle-timeout", "6"),
+            stdout_path=log,
+        )
+        wait_until(lambda: log.read_text().count("Waiting for the Schema Registry") >= 2, 60, "two waits")
+        time.sleep(2)
+        assert committed_offset(bootstrap_servers, topics.group, topics.orders) < 0  # nothing committed
+        assert records(bootstrap_servers, topics.dlq) == []  # nothing dead-lettered meanwhile
+    finally:
+        schema_registry_local("start")  # the schemas were kept (registered before the outage)
+    assert consumer.wait(120) == 0
+    output = log.read_text()
+    result = summary(output)
+    dead = records(bootstrap_servers, topics.dlq)
+    assert int(result["processed"]) + int(result["dlq"]) == 300, output
+    assert int(result["dlq"]) == len(dead)
+    assert {headers_of(msg)["dlq.error.type"] for msg in dead} <= {"TemporaryProcessingError"}
+    assert "The Schema Registry answers again: reading on" in output
+    assert committed_offset(bootstrap_servers, topics.group, topics.orders) == 300
