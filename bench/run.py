@@ -8,6 +8,7 @@ of three runs. Each measure lives in a module of its own: throughput, latency, m
 Examples:
   python -m bench.run                    # 200,000 orders, 1M for the memory row (several minutes)
   python -m bench.run --quick --json bench.json --chart /tmp/bench.png
+  python -m bench.run --schema-registry http://localhost:8081/apis/ccompat/v7   # + registry rows
 """
 
 from __future__ import annotations
@@ -16,17 +17,15 @@ import argparse
 import json
 import statistics
 import sys
-import timeit
-from decimal import Decimal
 from itertools import islice
 from pathlib import Path
 
-from bench import latency, memory, throughput
+from bench import latency, memory, registry, throughput
 from bench.chart import draw
 from bench.common import REPO, Broker, Row, format_table, machine, median_of_3, ratio
 from kafka_project.cli import add_env_flag, make_parser
 from kafka_project.consumer.consumer import CONSUMER_TUNING
-from kafka_project.order_codec import Order, OrderCodec
+from kafka_project.order_codec import OrderCodec
 from kafka_project.producer.producer import random_orders
 
 codec = OrderCodec()
@@ -39,6 +38,9 @@ FAILURE_RATES = ("0", "0.1", "0.3", "0.5")  # the chart's x axis; 0.3 is the def
 def parse_args() -> argparse.Namespace:
     parser = make_parser(__doc__, common_args=False)
     add_env_flag(parser, "--bootstrap-servers", "KAFKA_BOOTSTRAP_SERVERS", "localhost:9092", "Kafka brokers")
+    add_env_flag(
+        parser, "--schema-registry", "SCHEMA_REGISTRY_URL", "", "Schema Registry for the registry-format rows"
+    )
     parser.add_argument("--quick", action="store_true", help="every row at a tenth of the size")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures as JSON")
     parser.add_argument(
@@ -49,15 +51,6 @@ def parse_args() -> argparse.Namespace:
         help="the PNG (default %(default)s)",
     )
     return parser.parse_args()
-
-
-def avro_us() -> tuple[float, float]:
-    order = Order("ORD-3F2A9C1B-000042", "Headphones", Decimal("294.48"))
-    value = codec.encode(order)
-    runs = 100_000
-    encode = min(timeit.repeat(lambda: codec.encode(order), number=runs, repeat=3)) / runs * 1e6
-    decode = min(timeit.repeat(lambda: codec.decode(value), number=runs, repeat=3)) / runs * 1e6
-    return encode, decode
 
 
 def main() -> int:
@@ -180,7 +173,7 @@ def main() -> int:
                 )
             )
 
-    figures["encode_us"], figures["decode_us"] = avro_us()
+    figures["encode_us"], figures["decode_us"] = registry.codec_us(codec)
     rows.append(
         (
             "Avro encode / decode (µs per order)",
@@ -189,6 +182,11 @@ def main() -> int:
             "",
         )
     )
+
+    if args.schema_registry:
+        rows += registry.measure(broker, args.schema_registry, orders, figures)
+    else:
+        rows.append(("Schema Registry format rows", "not measured: no --schema-registry", "", ""))
 
     # -- naive baselines (here only, never in the product) -------------------------------------
     naive = broker.size(20_000) // 10

@@ -19,10 +19,10 @@ from kafka_project.producer.producer import producer_config, random_orders
 codec = OrderCodec()
 
 
-def producer_rate(broker: Broker, topic: str, count: int) -> float:
+def producer_rate(broker: Broker, topic: str, count: int, *flags: str) -> float:
     """N / (time for N orders - time for none): Python start-up and connecting cancel out."""
-    with_orders = timed(broker.producer_command(topic, count))[0]
-    without = timed(broker.producer_command(topic, 0))[0]
+    with_orders = timed([*broker.producer_command(topic, count), *flags])[0]
+    without = timed([*broker.producer_command(topic, 0), *flags])[0]
     return count / (with_orders - without)
 
 

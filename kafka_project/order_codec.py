@@ -147,8 +147,7 @@ class OrderCodec:
         subject = registry.subject_of(topic)
         if use_latest:
             schema_id, self.writer_schema = self.registry.latest(subject)
-            fields = self.writer_schema.get("fields", []) if isinstance(self.writer_schema, dict) else []
-            if missing := ORDER_FIELDS - {field["name"] for field in fields}:
+            if missing := {field for field in ORDER_FIELDS if not self.writes(field)}:
                 raise UserError(
                     f"the latest schema of '{subject}' is not an order: no {', '.join(sorted(missing))}"
                 )
@@ -156,6 +155,11 @@ class OrderCodec:
             schema_id = self.registry.register(subject, self.schema)
         self.header = registry.header(schema_id)
         return schema_id
+
+    def writes(self, field: str) -> bool:
+        """Whether the schema this codec writes with has this field (customerId: since version 2)."""
+        fields = self.writer_schema.get("fields", []) if isinstance(self.writer_schema, dict) else []
+        return any(known["name"] == field for known in fields)
 
     def encode(self, order: Order) -> bytes:
         body = io.BytesIO()

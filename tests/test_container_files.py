@@ -48,6 +48,14 @@ def test_compose_runs_zookeeper_mode_confluent_79_with_a_container_named_kafka()
     )
 
 
+def test_compose_runs_confluent_s_schema_registry_on_the_internal_listener():
+    registry = COMPOSE["services"]["schema-registry"]
+    assert registry["image"].startswith("confluentinc/cp-schema-registry:7.9.")
+    assert registry["environment"]["SCHEMA_REGISTRY_KAFKASTORE_BOOTSTRAP_SERVERS"] == "kafka:29092"
+    assert registry["ports"] == ["8081:8081"] and "healthcheck" in registry
+    assert registry["depends_on"]["kafka"]["condition"] == "service_healthy"
+
+
 def test_app_services_sit_behind_a_profile_and_use_the_internal_listener():
     for name in ("producer", "consumer"):
         service = COMPOSE["services"][name]

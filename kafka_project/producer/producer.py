@@ -150,11 +150,12 @@ def main(args: argparse.Namespace) -> int:
     with progress_bar(args.count, args.topic) as progress:
         keys = order_keys(args.customers, args.seed)  # endless: the orders set the length
         orders = zip(islice(random_orders(args.seed), args.count), keys, strict=False)
+        carries_customer = codec.writes("customerId")  # schema version 2 does, version 1 does not
         for order, customer in orders:
             if stop.is_set():
                 break
-            if customer is not None:
-                order = order._replace(customer_id=customer)  # schema version 2 carries it
+            if customer is not None and carries_customer:
+                order = order._replace(customer_id=customer)
             produce(
                 producer, args.topic, key=(customer or order.order_id).encode(), value=codec.encode(order)
             )

@@ -25,12 +25,19 @@ KEYS = (
     "exactly_once_ratio",
     "rss_mb_10k",
     "rss_mb_1m",
+    "registry_encode_us",
+    "registry_decode_us",
+    "registry_producer_orders_per_s",
+    "registry_consumer_orders_per_s",
 )
 
 
-def test_quick_benchmark_writes_every_figure(bootstrap_servers, tmp_path):
+def test_quick_benchmark_writes_every_figure(bootstrap_servers, schema_registry, tmp_path):
     chart = tmp_path / "bench.png"
-    command = [sys.executable, "-m", "bench.run", "--quick", "--bootstrap-servers", bootstrap_servers]
+    command = [
+        *(sys.executable, "-m", "bench.run", "--quick", "--bootstrap-servers", bootstrap_servers),
+        *("--schema-registry", schema_registry),
+    ]
     result = subprocess.run(
         [*command, "--json", str(tmp_path / "bench.json"), "--chart", str(chart)],
         capture_output=True,
