@@ -136,7 +136,8 @@ def parse_with_connection(parser: argparse.ArgumentParser, argv: list[str] | Non
     properties = load_properties(config_file) if config_file else {}
     registry_settings = split_registry_properties(properties)  # librdkafka would refuse them
     if hasattr(args, "schema_registry"):
-        args.schema_registry = args.schema_registry or registry_settings.pop("url", None)
+        file_url = registry_settings.pop("url", None)
+        args.schema_registry = args.schema_registry or (str(file_url) if file_url is not None else None)
         args.registry_settings = registry_settings
     file_servers = properties.pop("bootstrap.servers", None)
     if hasattr(args, "bootstrap_servers"):
@@ -154,6 +155,8 @@ def order_codec(args: argparse.Namespace, produce_to: str | None = None) -> Orde
     schema_registry = (
         SchemaRegistry(args.schema_registry, args.registry_settings) if args.schema_registry else None
     )
+    if schema_registry is not None:
+        schema_registry.check()  # a wrong URL is one line now, not every record dead-lettered later
     codec = OrderCodec(args.schema, schema_registry)
     if produce_to is not None and schema_registry is not None:
         try:

@@ -147,14 +147,20 @@ class OrderCodec:
         subject = registry.subject_of(topic)
         if use_latest:
             schema_id, self.writer_schema = self.registry.latest(subject)
-            if missing := {field for field in ORDER_FIELDS if not self.writes(field)}:
-                raise UserError(
-                    f"the latest schema of '{subject}' is not an order: no {', '.join(sorted(missing))}"
-                )
         else:
             schema_id = self.registry.register(subject, self.schema)
         self.header = registry.header(schema_id)
+        self.check_round_trip(f"schema id {schema_id} of '{subject}'")
         return schema_id
+
+    def check_round_trip(self, writer: str) -> None:
+        """Refuse at start-up a writer schema whose orders this program could not read back (a
+        field it cannot fill, a price that is not a decimal), rather than send them."""
+        sample = Order("ORD-CHECK", "Check", Decimal("1.00"))
+        try:
+            self.decode(self.encode(sample))
+        except (ValueError, TypeError, OrderDecodeError) as exc:
+            raise UserError(f"cannot write orders with {writer}: {exc}") from None
 
     def writes(self, field: str) -> bool:
         """Whether the schema this codec writes with has this field (customerId: since version 2)."""
@@ -206,6 +212,8 @@ class OrderCodec:
                 writer = self.registry.schema(schema_id)  # RegistryUnavailableError: not poison, raised on
             except registry.SchemaNotUsable as exc:
                 raise UnknownSchemaError(f"unknown schema: {exc}") from None
+        elif key[:2] == SINGLE_OBJECT_MARKER or key[:1] == registry.MAGIC_BYTE:
+            raise UnknownSchemaError(f"unknown schema: {len(key)} bytes, shorter than the header they start")
         else:
             raise UnknownSchemaError(
                 "unknown schema: no Avro single-object marker (C3 01) and no Schema Registry header (00 + id)"

@@ -157,8 +157,9 @@ class OrderProcessor:
             partition, offset = position_of(msg)
             if partition not in self.assigned:
                 continue  # revoked since it was polled: its new owner reads it from the committed offset
-            if partition in self.registry_wait.waiting:
-                continue  # sought back to a record waiting for the registry: fetched again later
+            if partition in self.registry_wait.waiting:  # behind a record waiting for the registry
+                self.registry_wait.skipped(self.consumer, partition, offset)
+                continue
             self.receive(msg, partition, offset)
             self.after_each_record()
             if self.schedule.size:
@@ -207,7 +208,11 @@ class OrderProcessor:
             self.consumer.pause(self.consumer.assignment())
             self.paused = True
         elif self.paused and in_progress <= self.max_in_flight // 2:
-            self.consumer.resume(self.consumer.assignment())
+            # Not the partitions waiting for the registry: they resume when their backoff is over.
+            waiting = self.registry_wait.waiting
+            self.consumer.resume(
+                [tp for tp in self.consumer.assignment() if partition_key(tp) not in waiting]
+            )
             self.paused = False
 
     def poll_timeout(self, longest_s: float) -> float:

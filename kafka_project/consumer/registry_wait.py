@@ -21,7 +21,7 @@ MAX_BACKOFF_S = 30.0
 
 class RegistryWait:
     def __init__(self) -> None:
-        self.waiting: set[PartitionKey] = set()  # sought back and paused until retry_at
+        self.waiting: dict[PartitionKey, int] = {}  # sought back to this offset and paused until retry_at
         self.resumed: set[PartitionKey] = set()  # resumed; their next decoded record ends the wait
         self.backoff_s = 0.0
         self.retry_at = 0.0
@@ -33,7 +33,7 @@ class RegistryWait:
         topic, number = partition
         consumer.seek(TopicPartition(topic, number, offset))
         consumer.pause([TopicPartition(topic, number)])
-        self.waiting.add(partition)
+        self.waiting[partition] = offset
         self.resumed.discard(partition)
         now = time.monotonic()
         if now >= self.retry_at:  # the first record of this round: back off further, and say so
@@ -44,21 +44,32 @@ class RegistryWait:
                 file=sys.stderr,
             )
 
+    def skipped(self, consumer: Consumer, partition: PartitionKey, offset: int) -> None:
+        """A record of a waiting partition: one fetched before it was sought back (nothing to
+        do), or the held record itself fetched again because something resumed the partition
+        early: sought back and paused again, so that nothing past it is ever taken."""
+        if offset == self.waiting[partition]:
+            topic, number = partition
+            consumer.seek(TopicPartition(topic, number, offset))
+            consumer.pause([TopicPartition(topic, number)])
+
     def resume_due(self, consumer: Consumer) -> None:
         """Once the backoff has passed, fetch the waiting partitions again from their records."""
         if self.waiting and time.monotonic() >= self.retry_at:
             consumer.resume([TopicPartition(topic, number) for topic, number in self.waiting])
-            self.resumed |= self.waiting
+            self.resumed |= set(self.waiting)
             self.waiting.clear()
 
     def decoded(self, partition: PartitionKey) -> None:
         """A record of `partition` was decoded: if it had waited, the registry answers again."""
         if partition in self.resumed:
-            self.resumed.clear()
-            self.backoff_s = 0.0
-            print("The Schema Registry answers again: reading on", file=sys.stderr)
+            self.resumed.discard(partition)
+            if not self.resumed and not self.waiting:  # every partition that waited reads on
+                self.backoff_s = 0.0
+                print("The Schema Registry answers again: reading on", file=sys.stderr)
 
     def forget(self, revoked: set[PartitionKey]) -> None:
         """Revoked partitions: their new owner reads them from the committed offset."""
-        self.waiting -= revoked
+        for partition in revoked:
+            self.waiting.pop(partition, None)
         self.resumed -= revoked

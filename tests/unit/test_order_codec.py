@@ -85,6 +85,8 @@ OTHER_SCHEMA = b"\xc3\x01" + b"\x00" * 8 + VALID[10:]
         (None, InvalidOrderError, "null value"),
         (b"", InvalidOrderError, "empty value"),
         (b"hello world", UnknownSchemaError, "no Avro single-object marker"),
+        (b"\x00\x01", UnknownSchemaError, "2 bytes, shorter than the header"),
+        (b"\xc3\x01\x00", UnknownSchemaError, "3 bytes, shorter than the header"),
         (
             OTHER_SCHEMA,
             UnknownSchemaError,
