@@ -131,6 +131,8 @@ class OrderCodec:
         self, schema_path: Path = SCHEMA_PATH, schema_registry: SchemaRegistry | None = None
     ) -> None:
         self.schema = load_schema(schema_path)
+        # As written in the file, for the registry: the parsed form carries fastavro's own keys.
+        self.document = json.loads(Path(schema_path).read_text(encoding="utf-8"))
         self.registry = schema_registry
         self.header = SINGLE_OBJECT_MARKER + schema_fingerprint(self.schema)  # what encode writes first
         self.writer_schema = self.schema
@@ -148,7 +150,7 @@ class OrderCodec:
         if use_latest:
             schema_id, self.writer_schema = self.registry.latest(subject)
         else:
-            schema_id = self.registry.register(subject, self.schema)
+            schema_id = self.registry.register(subject, self.document)
         self.header = registry.header(schema_id)
         self.check_round_trip(f"schema id {schema_id} of '{subject}'")
         return schema_id

@@ -104,6 +104,10 @@ def test_our_records_are_read_by_confluent_deserializer(bootstrap_servers, topic
     )
     context = SerializationContext(topics.orders, MessageField.VALUE)
     ours = OrderCodec(schema_registry=SchemaRegistry(schema_registry, {}))
+    registered = SchemaRegistryClient({"url": schema_registry, "timeout": 10}).get_latest_version(
+        f"{topics.orders}-value"
+    )
+    assert json.loads(registered.schema.schema_str) == json.loads(SCHEMA_PATH.read_text())  # as written
     for msg in records(bootstrap_servers, topics.orders):
         theirs = deserialize(msg.value(), context)
         assert Order(
