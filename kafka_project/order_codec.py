@@ -82,6 +82,11 @@ class Order(NamedTuple):
 
 def load_schema(path: Path = SCHEMA_PATH) -> Schema:
     """Read and parse an Avro schema file, with one clear error for every way it can be wrong."""
+    return parse_order_schema(read_schema_document(path), path)
+
+
+def read_schema_document(path: Path) -> Schema:
+    """The schema file's JSON, as written (json.loads gives the dict, list or string a schema is)."""
     try:
         text = Path(path).read_bytes().decode("utf-8")
     except OSError as exc:
@@ -89,9 +94,15 @@ def load_schema(path: Path = SCHEMA_PATH) -> Schema:
     except UnicodeDecodeError as exc:
         raise SchemaFileError(f"schema file {path} is not UTF-8 ({where_not_utf8(exc)})") from None
     try:
-        schema = fastavro.parse_schema(json.loads(text))
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise SchemaFileError(f"schema file {path} is not valid JSON: {exc}") from exc
+
+
+def parse_order_schema(document: Schema, path: Path) -> Schema:
+    """The parsed schema of an order record (fastavro's form, which adds keys of its own)."""
+    try:
+        schema = fastavro.parse_schema(document)
     except (fastavro.schema.SchemaParseException, TypeError, KeyError, ValueError) as exc:
         raise SchemaFileError(f"schema file {path} is not a valid Avro schema: {exc}") from exc
     fields = {field["name"] for field in schema.get("fields", [])} if isinstance(schema, dict) else set()
@@ -130,9 +141,9 @@ class OrderCodec:
     def __init__(
         self, schema_path: Path = SCHEMA_PATH, schema_registry: SchemaRegistry | None = None
     ) -> None:
-        self.schema = load_schema(schema_path)
-        # As written in the file, for the registry: the parsed form carries fastavro's own keys.
-        self.document = json.loads(Path(schema_path).read_text(encoding="utf-8"))
+        # The file's JSON as written goes to the registry; the parsed form carries fastavro's keys.
+        self.document = read_schema_document(schema_path)
+        self.schema = parse_order_schema(self.document, schema_path)
         self.registry = schema_registry
         self.header = SINGLE_OBJECT_MARKER + schema_fingerprint(self.schema)  # what encode writes first
         self.writer_schema = self.schema

@@ -30,9 +30,7 @@ class RegistryWait:
         self, consumer: Consumer, partition: PartitionKey, offset: int, what: str, reason: object
     ) -> None:
         """Put the record at `offset` back; it is read again after the backoff."""
-        topic, number = partition
-        consumer.seek(TopicPartition(topic, number, offset))
-        consumer.pause([TopicPartition(topic, number)])
+        put_back(consumer, partition, offset)
         self.waiting[partition] = offset
         self.resumed.discard(partition)
         now = time.monotonic()
@@ -49,9 +47,7 @@ class RegistryWait:
         do), or the held record itself fetched again because something resumed the partition
         early: sought back and paused again, so that nothing past it is ever taken."""
         if offset == self.waiting[partition]:
-            topic, number = partition
-            consumer.seek(TopicPartition(topic, number, offset))
-            consumer.pause([TopicPartition(topic, number)])
+            put_back(consumer, partition, offset)
 
     def resume_due(self, consumer: Consumer) -> None:
         """Once the backoff has passed, fetch the waiting partitions again from their records."""
@@ -73,3 +69,10 @@ class RegistryWait:
         for partition in revoked:
             self.waiting.pop(partition, None)
         self.resumed -= revoked
+
+
+def put_back(consumer: Consumer, partition: PartitionKey, offset: int) -> None:
+    """Fetch the partition from `offset` again, and not before it is resumed."""
+    topic, number = partition
+    consumer.seek(TopicPartition(topic, number, offset))
+    consumer.pause([TopicPartition(topic, number)])
