@@ -34,7 +34,7 @@ class Broker:
 
     def topic(self, name: str, config: dict[str, str] | None = None) -> str:
         topic = f"bench-{name}-{uuid.uuid4().hex[:6]}"
-        for future in self.admin.create_topics([NewTopic(topic, 1, 1, config=config or {})]).values():
+        for future in self.admin.create_topics([NewTopic(topic, 1, config=config or {})]).values():
             future.result(30)
         return topic
 

@@ -110,7 +110,7 @@ class RestoreBench:
 
     def topic(self, name: str, partitions: int = 1, /, **config: str) -> str:
         topic = f"bench-restore-{name}-{uuid.uuid4().hex[:6]}"
-        for future in self.admin.create_topics([NewTopic(topic, partitions, 1, config=config)]).values():
+        for future in self.admin.create_topics([NewTopic(topic, partitions, config=config)]).values():
             future.result(30)
         self.topics.append(topic)
         return topic

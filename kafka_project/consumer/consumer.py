@@ -111,6 +111,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="commit DLQ copies, aggregate snapshots and offsets in one transaction",
     )
     add_env_flag(parser, "--stats-topic", "STATS_TOPIC", "orders-stats", "compacted topic of snapshots")
+    parser.add_argument(
+        "--group-protocol",
+        choices=GROUP_PROTOCOLS,
+        default=env_default("KAFKA_GROUP_PROTOCOL", "classic"),
+        help="how the group shares partitions: classic (every rebalance stops every member), "
+        "classic-cooperative (cooperative-sticky: only moved partitions stop), consumer (KIP-848, "
+        "Kafka 4 brokers: the broker assigns, incrementally) (env KAFKA_GROUP_PROTOCOL; default %(default)s)",
+    )
     add_wait_for_topics_flag(parser, None, "until they exist, or --idle-timeout when given")
     parser.add_argument(
         "--metrics-port",
@@ -128,9 +136,31 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def consumer_config(bootstrap_servers: str, group_id: str, exactly_once: bool = False) -> dict:
+# The group protocol's settings. Under the classic protocol a killed consumer's partitions go to
+# another one after session.timeout.ms (Kafka's default is 45 s); heartbeats come from a background
+# thread, so slow retries do not count. Under KIP-848 the broker sets it
+# (group.consumer.session.timeout.ms; bin/kafka-local sets 10 s as here).
+GROUP_PROTOCOLS: dict[str, dict[str, object]] = {
+    "classic": {
+        "group.protocol": "classic",
+        "partition.assignment.strategy": "range,roundrobin",
+        "session.timeout.ms": 10000,
+    },
+    "classic-cooperative": {
+        "group.protocol": "classic",
+        "partition.assignment.strategy": "cooperative-sticky",
+        "session.timeout.ms": 10000,
+    },
+    "consumer": {"group.protocol": "consumer"},
+}
+
+
+def consumer_config(
+    bootstrap_servers: str, group_id: str, exactly_once: bool = False, group_protocol: str = "classic"
+) -> dict:
     settings = client_config(
         bootstrap_servers,
+        **GROUP_PROTOCOLS[group_protocol],
         **{
             "group.id": group_id,
             "auto.offset.reset": "earliest",
@@ -138,16 +168,9 @@ def consumer_config(bootstrap_servers: str, group_id: str, exactly_once: bool = 
             # auto-commit then commits stored offsets (never merely polled ones), and so does close().
             # Exactly-once: offsets are committed only inside transactions.
             "enable.auto.offset.store": False,
-            # The rebalance callbacks assume the eager protocol (every rebalance revokes all, and
-            # exactly-once assigns with its own offsets); --config cannot switch to cooperative.
-            "partition.assignment.strategy": "range,roundrobin",
-            "group.protocol": "classic",  # KIP-848's protocol has no eager rebalances
             "enable.auto.commit": not exactly_once,
             "auto.commit.interval.ms": 1000,
             "isolation.level": "read_committed",
-            # A killed consumer's partitions go to a restarted one after this long (Kafka's default
-            # is 45 s); heartbeats come from a background thread, so slow retries do not count here.
-            "session.timeout.ms": 10000,
         },
     )
     return {**CONSUMER_TUNING, **settings}  # --config may retune CONSUMER_TUNING, never the settings above
@@ -260,7 +283,9 @@ class Monitor:
 def main(args: argparse.Namespace) -> int:
     codec = order_codec(args)
     stop = stop_on_signals()
-    consumer = Consumer(consumer_config(args.bootstrap_servers, args.group_id, args.exactly_once))
+    consumer = Consumer(
+        consumer_config(args.bootstrap_servers, args.group_id, args.exactly_once, args.group_protocol)
+    )
     with closing(consumer):  # close() commits the stored offsets and leaves the group, whatever happens
         if not topics_ready(consumer, args, stop):
             return 0

@@ -328,7 +328,7 @@ class ExactlyOnceProcessor(OrderProcessor):
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         super().on_assign(consumer, partitions)
         # Start at the offsets whose aggregates were restored: state and position from one read.
-        consumer.assign(self.restore(partitions))
+        self.take(consumer, self.restore(partitions))
         self.match_pause_state(consumer, partitions)
 
     def restore(self, partitions: list[TopicPartition]) -> list[TopicPartition]:

@@ -81,6 +81,9 @@ class OrderProcessor:
         self.joined = False
         self.rebalances = 0  # rebalance callbacks run so far: a batch polled across one is suspect
         self.finished = False  # finish() ran: close()'s revoke has nothing left to wait for
+        # Cooperative protocols add and take away partitions one rebalance at a time, eager ones
+        # replace the whole assignment; either way the callbacks see only the partitions that move.
+        self.incremental = args.group_protocol != "classic"
 
     # -- the per-record logic -------------------------------------------------------------
     def receive(self, msg: Message, partition: PartitionKey, offset: int) -> None:
@@ -245,6 +248,10 @@ class OrderProcessor:
         self.rebalances += 1
         self.assigned.update(partition_key(tp) for tp in partitions)
 
+    def take(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Start fetching newly assigned partitions (at the offsets they carry, if any)."""
+        (consumer.incremental_assign if self.incremental else consumer.assign)(partitions)
+
     def match_pause_state(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Called once the partitions are assigned: paused while the consumer is full, resumed
         otherwise. librdkafka keeps a partition's pause flag across a revoke and a later
@@ -253,7 +260,7 @@ class OrderProcessor:
             (consumer.pause if self.paused else consumer.resume)(partitions)
 
     def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self.joined = False
+        self.joined = self.incremental  # an eager revoke is followed by a new join; a cooperative one is not
         self.rebalances += 1
         revoked = {partition_key(tp) for tp in partitions}
         self.assigned.difference_update(revoked)
@@ -305,7 +312,7 @@ class AtLeastOnceProcessor(OrderProcessor):
 
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         super().on_assign(consumer, partitions)
-        consumer.assign(partitions)  # now, so that pausing them below takes effect
+        self.take(consumer, partitions)  # now, so that pausing them below takes effect
         self.match_pause_state(consumer, partitions)
 
     def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:

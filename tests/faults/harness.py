@@ -1,8 +1,8 @@
-"""The fault suite's tools: a broker of its own that can be killed, the scripts run as processes, and
+"""The fault suite's tools: a cluster of its own that can be killed, the scripts run as processes, and
 the check that counts produced, processed, dead-lettered, lost and counted-twice orders.
 
-The suite's broker is a second bin/kafka-local instance (ports 19092/12181, data in
-.local-kafka/faults) so killing it never disturbs the broker the other tests use.
+The suite's cluster is another bin/kafka-local instance (ports 19092 and up, ZooKeeper 12181, data
+in .local-kafka/faults-SHAPE) so killing it never disturbs the broker the other tests use.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -34,40 +35,83 @@ SCRIPTS = {
     "producer": REPO / "kafka_project/producer/producer.py",
     "consumer": REPO / "kafka_project/consumer/consumer.py",
 }
+KAFKA_PORT = 19092
 BROKER_ENV = {
-    "KAFKA_PORT": "19092",
+    "KAFKA_PORT": str(KAFKA_PORT),
     "ZOOKEEPER_PORT": "12181",
     "KAFKA_SASL_PORT": "19094",
-    "KAFKA_LOCAL_DIR": str(REPO / ".local-kafka/faults"),
     "KAFKA_TOPICS": "",
     "KAFKA_DLQ_TOPICS": "",
     "KAFKA_COMPACTED_TOPICS": "",
 }
-BOOTSTRAP = "localhost:19092"
 MODES = ("at-least-once", "exactly-once")
 codec = OrderCodec()
 
 
+@dataclass(frozen=True)
+class Shape:
+    """A cluster shape of bin/kafka-local: how many brokers, ZooKeeper or KRaft."""
+
+    brokers: int
+    kraft: bool
+
+    @property
+    def nodes(self) -> list[str]:
+        return ["kafka"] if self.brokers == 1 else [f"kafka-{i}" for i in range(self.brokers)]
+
+
+SHAPES = {
+    "zookeeper": Shape(1, kraft=False),
+    "three-brokers": Shape(3, kraft=False),
+    "kraft": Shape(1, kraft=True),
+    "kraft-three": Shape(3, kraft=True),
+}
+
+
 class FaultBroker:
-    """bin/kafka-local with the suite's own ports and data directory."""
+    """bin/kafka-local in one shape, with the suite's own ports and a data directory per shape."""
+
+    def __init__(self, shape_name: str = "zookeeper") -> None:
+        self.shape_name, self.shape = shape_name, SHAPES[shape_name]
+        folder = "faults" if shape_name == "zookeeper" else f"faults-{shape_name}"
+        self.env = {
+            **os.environ,
+            **BROKER_ENV,
+            "KAFKA_LOCAL_DIR": str(REPO / ".local-kafka" / folder),
+            "KAFKA_BROKERS": str(self.shape.brokers),
+            "KAFKA_KRAFT": str(int(self.shape.kraft)),
+        }
+        self.bootstrap = ",".join(f"localhost:{KAFKA_PORT + 100 * i}" for i in range(self.shape.brokers))
 
     def run(self, *command: str) -> None:
         subprocess.run(
             [REPO / "bin/kafka-local", *command],
-            env={**os.environ, **BROKER_ENV},
+            env=self.env,
             check=True,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
 
-    def start(self) -> None:
-        self.run("start")
+    def start(self, node: str | None = None) -> None:
+        """Starts the node, or whatever is not running (after kill or stop_node too)."""
+        self.run("start", *([node] if node else []))
 
-    def kill(self, which: str) -> None:
-        self.run("kill", which)
+    def kill(self, node: str) -> None:
+        """SIGKILL: "kafka" or "zookeeper" with one broker, "kafka-N" in a cluster."""
+        self.run("kill", node)
+
+    def stop_node(self, node: str) -> None:
+        """SIGTERM: the broker's controlled shutdown, as an operator's restart does."""
+        self.run("stop", node)
 
     def stop(self) -> None:
         self.run("stop")
+
+    def node_of(self, broker_id: int) -> str:
+        return self.shape.nodes[broker_id]
+
+    def bootstrap_without(self, broker_id: int) -> str:
+        return ",".join(a for i, a in enumerate(self.bootstrap.split(",")) if i != broker_id)
 
 
 @dataclass
@@ -83,16 +127,32 @@ class Row:
     counted_twice: int
     exact: bool
     notes: list[str] = field(default_factory=list)
+    figures: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
+# A scenario: (cluster, delivery mode, orders, folder for its logs) -> its checked row
+Scenario = Callable[["FaultBroker", str, int, Path], Row]
+
+
 class Run:
     """One scenario run: its own topics and group, its processes and their logs."""
 
-    def __init__(self, scenario: str, mode: str, workdir: Path, partitions: int = 1) -> None:
+    def __init__(
+        self,
+        broker: FaultBroker,
+        scenario: str,
+        mode: str,
+        workdir: Path,
+        partitions: int = 1,
+        orders_config: dict[str, str] | None = None,
+        group_protocol: str = "classic",
+    ) -> None:
         self.scenario, self.mode = scenario, mode
+        self.group_protocol = group_protocol  # the consumers' --group-protocol
+        self.bootstrap = broker.bootstrap
         suffix = uuid.uuid4().hex[:8]
         self.orders, self.dlq = f"faults-orders-{suffix}", f"faults-dlq-{suffix}"
         self.stats, self.group = f"faults-stats-{suffix}", f"faults-group-{suffix}"
@@ -100,11 +160,13 @@ class Run:
         self.workdir.mkdir(parents=True)
         self.consumer_logs: list[Path] = []
         self.notes: list[str] = []
-        admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
+        self.figures: list[str] = []  # measurements worth reporting, not verdicts
+        # Replication: the cluster's default (one broker: 1; three: 3, acks=all needing 2).
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
         topics = [
-            NewTopic(self.orders, partitions, 1),
-            NewTopic(self.dlq, 1, 1, config=DLQ_TOPIC_CONFIG),
-            NewTopic(self.stats, 1, 1, config={"cleanup.policy": "compact"}),
+            NewTopic(self.orders, partitions, config=orders_config or {}),
+            NewTopic(self.dlq, 1, config=DLQ_TOPIC_CONFIG),
+            NewTopic(self.stats, 1, config={"cleanup.policy": "compact"}),
         ]
         for future in admin.create_topics(topics).values():
             future.result(30)
@@ -114,7 +176,7 @@ class Run:
         """Output to the log; with stdout=subprocess.PIPE only stderr goes there."""
         with open(log, "w") as out:
             return subprocess.Popen(
-                [sys.executable, "-u", SCRIPTS[name], "--bootstrap-servers", BOOTSTRAP, *args],
+                [sys.executable, "-u", SCRIPTS[name], "--bootstrap-servers", self.bootstrap, *args],
                 stdout=out if stdout is None else stdout,
                 stderr=subprocess.STDOUT if stdout is None else out,
                 cwd=REPO,
@@ -158,6 +220,8 @@ class Run:
             str(failure_rate),
             "--retry-backoff",
             str(backoff),
+            "--group-protocol",
+            self.group_protocol,
             *extra,
         ]
         if (mode or self.mode) == "exactly-once":
@@ -194,7 +258,7 @@ class Run:
         until then read_committed readers stop short of it."""
         deadline = time.monotonic() + timeout
         while any(
-            partitions_with_open_transactions(BOOTSTRAP, t) for t in (self.orders, self.dlq, self.stats)
+            partitions_with_open_transactions(self.bootstrap, t) for t in (self.orders, self.dlq, self.stats)
         ):
             if time.monotonic() > deadline:
                 self.notes.append("a transaction stayed open")
@@ -205,8 +269,8 @@ class Run:
         """exactly_once_from: in exactly-once mode, orders below this offset (partition 0) were
         processed by at-least-once consumers before the group switched: judged from their logs."""
         self.wait_for_open_transactions()
-        records = list(read_topic(BOOTSTRAP, self.orders, timeout_s=120))
-        dead = list(read_topic(BOOTSTRAP, self.dlq, timeout_s=120))
+        records = list(read_topic(self.bootstrap, self.orders, timeout_s=120))
+        dead = list(read_topic(self.bootstrap, self.dlq, timeout_s=120))
         dead_coords = Counter(
             (int(h["dlq.original.partition"]), int(h["dlq.original.offset"]))
             for h in ({k: v.decode() for k, v in msg.headers()} for msg in dead)
@@ -228,7 +292,7 @@ class Run:
             before = {c: o for c, o in to_count.items() if c[1] < exactly_once_from}
             to_count = {c: o for c, o in to_count.items() if c[1] >= exactly_once_from}
             lost_before_switch = sum(1 for o in before.values() if o.order_id not in successes)
-            states = read_states(BOOTSTRAP, self.stats, self.group)
+            states = read_states(self.bootstrap, self.stats, self.group)
             total = combined([state.aggregate() for state in states.values()])
             expected_total = sum((o.price for o in to_count.values()), Decimal("0.00"))
             processed = total.count + len(before) - lost_before_switch
@@ -253,13 +317,14 @@ class Run:
             counted_twice,
             exact,
             self.notes,
+            self.figures,
         )
 
     def fully_committed(self, records: list) -> bool:
         ends: dict[int, int] = {}
         for msg in records:
             ends[msg.partition()] = max(ends.get(msg.partition(), 0), msg.offset() + 1)
-        consumer = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": self.group})
+        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": self.group})
         try:
             committed = consumer.committed([TopicPartition(self.orders, p) for p in ends], timeout=30)
         finally:

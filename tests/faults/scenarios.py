@@ -10,7 +10,7 @@ import signal
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
 
@@ -19,11 +19,15 @@ from confluent_kafka import Producer
 from kafka_project.cluster import read_topic
 from kafka_project.order_codec import Order
 
-from .harness import BOOTSTRAP, REPO, FaultBroker, Row, Run, codec, sent_order_ids
+from .cluster_scenarios import CLUSTER_SCENARIOS
+from .harness import REPO, FaultBroker, Row, Run, Scenario, codec, sent_order_ids
+
+# Scenario names for the consumers' --group-protocol
+SUFFIX = {"classic": "", "classic-cooperative": "-cooperative", "consumer": "-kip848"}
 
 
 def consumer_killed_5_times(broker: FaultBroker, mode: str, orders: int, workdir: Path) -> Row:
-    run = Run("consumer-sigkill-x5", mode, workdir)
+    run = Run(broker, "consumer-sigkill-x5", mode, workdir)
     run.produce(orders)
     rng = random.Random(5)
     for _ in range(5):
@@ -37,9 +41,9 @@ def consumer_killed_5_times(broker: FaultBroker, mode: str, orders: int, workdir
     return run.check()
 
 
-def broker_killed(which: str) -> Callable[[FaultBroker, str, int, Path], Row]:
+def broker_killed(which: str) -> Scenario:
     def scenario(broker: FaultBroker, mode: str, orders: int, workdir: Path) -> Row:
-        run = Run(f"{which}-sigkill", mode, workdir)
+        run = Run(broker, f"{which}-sigkill", mode, workdir)
         consumer = run.start_consumer("--idle-timeout", "20")
         producer = run.start_producer(orders, interval=0.002)
         run.wait_for_output("Received order", max(10, orders // 5))
@@ -72,7 +76,7 @@ def all_in_dlq(run: Run) -> Row:
 
 def dlq_write_during_outage(broker: FaultBroker, mode: str, orders: int, workdir: Path) -> Row:
     """Every order fails for good, and the broker dies while their DLQ copies are being written."""
-    run = Run("dlq-write-broker-down", mode, workdir)
+    run = Run(broker, "dlq-write-broker-down", mode, workdir)
     run.produce(orders)
     consumer = run.start_consumer("--idle-timeout", "20", failure_rate=1.0, backoff=0.001)
     run.wait_for_output("Permanent failure", max(5, orders // 10))
@@ -88,7 +92,7 @@ def dlq_write_during_outage(broker: FaultBroker, mode: str, orders: int, workdir
 
 
 def poison_records(broker: FaultBroker, mode: str, orders: int, workdir: Path) -> Row:
-    run = Run("poison-8-kinds", mode, workdir)
+    run = Run(broker, "poison-8-kinds", mode, workdir)
     valid = codec.encode(Order("ORD-P-1", "Tablet", Decimal("10.00")))
     poison = [
         b"\x8f" * 40,  # random-looking bytes
@@ -100,7 +104,7 @@ def poison_records(broker: FaultBroker, mode: str, orders: int, workdir: Path) -
         codec.encode(Order("ORD-P-BIG", "Tablet", Decimal("9999999.00"))),  # absurd price
         valid.replace(b"Tablet", b"Tab\xfe\xfft"),  # not UTF-8
     ]
-    producer = Producer({"bootstrap.servers": BOOTSTRAP})
+    producer = Producer({"bootstrap.servers": run.bootstrap})
     run.produce(orders // 2, seed=1)
     for value in poison:
         producer.produce(run.orders, value=value)
@@ -108,7 +112,7 @@ def poison_records(broker: FaultBroker, mode: str, orders: int, workdir: Path) -
     run.produce(orders - orders // 2, seed=2)
     run.run_consumer_to_end()
     row = run.check()
-    headers = [dict(msg.headers()) for msg in read_topic(BOOTSTRAP, run.dlq)]
+    headers = [dict(msg.headers()) for msg in read_topic(run.bootstrap, run.dlq)]
     attempts = Counter(
         h["dlq.attempts"] for h in headers if h["dlq.error.type"] != b"TemporaryProcessingError"
     )
@@ -118,48 +122,64 @@ def poison_records(broker: FaultBroker, mode: str, orders: int, workdir: Path) -
     return row
 
 
-def rebalance_during_retries(broker: FaultBroker, mode: str, orders: int, workdir: Path) -> Row:
-    """Six partitions; a second consumer joins while the first has orders waiting for their next
-    try (orders stream in for about 20 s, retries wait 0.5 s and 1 s), then leaves."""
-    run = Run("rebalance-during-retries", mode, workdir, partitions=6)
-    producer = run.start_producer(orders, interval=20 / orders)
-    first = run.start_consumer("--idle-timeout", "15", backoff=0.5)
-    run.wait_for_output("Attempt 1/3 failed", 3)
-    second = run.start_consumer(backoff=0.5)
-    run.wait_for_output("Attempt 1/3 failed", run.read("consumer-*.log").count("Attempt 1/3 failed") + 10)
-    run.kill(second, signal.SIGTERM)  # leaves the group cleanly: a second rebalance
-    if second.returncode != 0:
-        run.notes.append(f"joining consumer exited {second.returncode} on SIGTERM")
-    if producer.wait(300) != 0:
-        run.notes.append("producer exited non-zero")
-    if first.wait(600) != 0:
-        run.notes.append("first consumer exited non-zero")
-    return run.check()
+def rebalance_during_retries(group_protocol: str = "classic") -> Scenario:
+    def scenario(broker: FaultBroker, mode: str, orders: int, workdir: Path) -> Row:
+        """Six partitions; a second consumer joins while the first has orders waiting for their next
+        try (orders stream in for about 20 s, retries wait 0.5 s and 1 s), then leaves."""
+        run = Run(
+            broker,
+            f"rebalance-during-retries{SUFFIX[group_protocol]}",
+            mode,
+            workdir,
+            6,
+            None,
+            group_protocol,
+        )
+        producer = run.start_producer(orders, interval=20 / orders)
+        first = run.start_consumer("--idle-timeout", "15", backoff=0.5)
+        run.wait_for_output("Attempt 1/3 failed", 3)
+        second = run.start_consumer(backoff=0.5)
+        failed_so_far = run.read("consumer-*.log").count("Attempt 1/3 failed")
+        run.wait_for_output("Attempt 1/3 failed", failed_so_far + 10)
+        run.kill(second, signal.SIGTERM)  # leaves the group cleanly: a second rebalance
+        if second.returncode != 0:
+            run.notes.append(f"joining consumer exited {second.returncode} on SIGTERM")
+        if producer.wait(300) != 0:
+            run.notes.append("producer exited non-zero")
+        if first.wait(600) != 0:
+            run.notes.append("first consumer exited non-zero")
+        return run.check()
+
+    return scenario
 
 
-def scale_out_one_killed(broker: FaultBroker, mode: str, orders: int, workdir: Path) -> Row:
-    """Six partitions, three consumers in one group; one is SIGKILLed mid-stream."""
-    run = Run("scale-out-3-consumers-1-killed", mode, workdir, partitions=6)
-    run.produce(orders)
-    consumers = [run.start_consumer("--idle-timeout", "20", backoff=0.01) for _ in range(3)]
-    run.wait_for_output("Received order", max(10, orders // 4))
-    run.kill(consumers[0])
-    for consumer in consumers[1:]:
-        if consumer.wait(600) != 0:
-            run.notes.append("a surviving consumer exited non-zero")
-    return run.check()
+def scale_out_one_killed(group_protocol: str = "classic") -> Scenario:
+    def scenario(broker: FaultBroker, mode: str, orders: int, workdir: Path) -> Row:
+        """Six partitions, three consumers in one group; one is SIGKILLed mid-stream."""
+        name = f"scale-out-3-consumers-1-killed{SUFFIX[group_protocol]}"
+        run = Run(broker, name, mode, workdir, 6, None, group_protocol)
+        run.produce(orders)
+        consumers = [run.start_consumer("--idle-timeout", "20", backoff=0.01) for _ in range(3)]
+        run.wait_for_output("Received order", max(10, orders // 4))
+        run.kill(consumers[0])
+        for consumer in consumers[1:]:
+            if consumer.wait(600) != 0:
+                run.notes.append("a surviving consumer exited non-zero")
+        return run.check()
+
+    return scenario
 
 
 def producer_interrupted(broker: FaultBroker, mode: str, orders: int, workdir: Path) -> Row:
     """SIGINT mid-run: every order the producer reported as sent is in the topic, none twice."""
-    run = Run("producer-sigint", mode, workdir)
+    run = Run(broker, "producer-sigint", mode, workdir)
     producer = run.start_producer(orders * 100, interval=0.0005)
     deadline = time.monotonic() + 60
     while run.read("producer-*.log").count("Sent order") < orders and time.monotonic() < deadline:
         time.sleep(0.05)
     run.kill(producer, signal.SIGINT)
     sent = sent_order_ids(run.read("producer-*.log"))
-    in_topic = Counter(msg.key().decode() for msg in read_topic(BOOTSTRAP, run.orders))
+    in_topic = Counter(msg.key().decode() for msg in read_topic(run.bootstrap, run.orders))
     lost = len(set(sent) - set(in_topic))
     twice = sum(n - 1 for n in in_topic.values())
     if producer.returncode != 0:
@@ -179,7 +199,7 @@ def producer_interrupted(broker: FaultBroker, mode: str, orders: int, workdir: P
 
 def double_sigint_during_retry(broker: FaultBroker, mode: str, orders: int, workdir: Path) -> Row:
     """Ctrl-C twice while an order waits for its next try; a restart must pick that order up."""
-    run = Run("double-sigint-during-retry", mode, workdir)
+    run = Run(broker, "double-sigint-during-retry", mode, workdir)
     run.produce(orders)
     consumer = run.start_consumer(failure_rate=1.0, backoff=0.5)
     run.wait_for_output("Attempt 1/3 failed", 3)  # the third order waits 0.5 s for its second try
@@ -194,7 +214,7 @@ def double_sigint_during_retry(broker: FaultBroker, mode: str, orders: int, work
 
 def stdout_closed(broker: FaultBroker, mode: str, orders: int, workdir: Path) -> Row:
     """`consumer.py | head`: the reader goes away while orders are on their way to the DLQ."""
-    run = Run("stdout-closed", mode, workdir)
+    run = Run(broker, "stdout-closed", mode, workdir)
     run.produce(orders)
     consumer = run.start_consumer(failure_rate=1.0, backoff=0.0, stdout=subprocess.PIPE)
     assert consumer.stdout is not None
@@ -210,16 +230,16 @@ def stdout_closed(broker: FaultBroker, mode: str, orders: int, workdir: Path) ->
 
 def oversized_record(broker: FaultBroker, mode: str, orders: int, workdir: Path) -> Row:
     """A 999,700-byte record (the source topic's default limit is about 1 MB) in mid-stream."""
-    run = Run("oversized-record", mode, workdir)
+    run = Run(broker, "oversized-record", mode, workdir)
     big = b"\x8f" * 999_700
     run.produce(orders // 2, seed=1)
-    producer = Producer({"bootstrap.servers": BOOTSTRAP})
+    producer = Producer({"bootstrap.servers": run.bootstrap})
     producer.produce(run.orders, key=b"big", value=big)
     assert producer.flush(30) == 0
     run.produce(orders - orders // 2, seed=2)
     run.run_consumer_to_end()
     row = run.check()
-    if sum(msg.value() == big for msg in read_topic(BOOTSTRAP, run.dlq)) != 1:
+    if sum(msg.value() == big for msg in read_topic(run.bootstrap, run.dlq)) != 1:
         row.notes.append("the large record is not in the DLQ exactly once, unchanged")
         row.exact = False
     return row
@@ -227,7 +247,7 @@ def oversized_record(broker: FaultBroker, mode: str, orders: int, workdir: Path)
 
 def switch_to_exactly_once(broker: FaultBroker, mode: str, orders: int, workdir: Path) -> Row:
     """A group consumed at-least-once, then restarted with --exactly-once on the same group."""
-    run = Run("switch-to-exactly-once", "exactly-once", workdir)
+    run = Run(broker, "switch-to-exactly-once", "exactly-once", workdir)
     run.produce(orders // 2, seed=1)
     run.run_consumer_to_end(idle_timeout=3, mode="at-least-once")
     run.produce(orders - orders // 2, seed=2)
@@ -245,11 +265,11 @@ def switch_to_exactly_once(broker: FaultBroker, mode: str, orders: int, workdir:
 def offsets_reset(broker: FaultBroker, mode: str, orders: int, workdir: Path) -> Row:
     """kafka-consumer-groups --reset-offsets --to-earliest between two exactly-once runs: the
     second run counts every order again from zero, once."""
-    run = Run("offsets-reset", mode, workdir)
+    run = Run(broker, "offsets-reset", mode, workdir)
     run.produce(orders)
     run.run_consumer_to_end(idle_timeout=3, failure_rate=0.0)
     reset = [
-        *("--bootstrap-server", BOOTSTRAP, "--group", run.group, "--topic", run.orders),
+        *("--bootstrap-server", run.bootstrap, "--group", run.group, "--topic", run.orders),
         *("--reset-offsets", "--to-earliest", "--execute"),
     ]
     subprocess.run([REPO / "bin/kafka-consumer-groups", *reset], check=True, capture_output=True, timeout=120)
@@ -261,7 +281,7 @@ def consumer_paused(broker: FaultBroker, mode: str, orders: int, workdir: Path) 
     """SIGSTOP for 13 s, three times, mid-stream (a suspended laptop, a stopped terminal): longer than
     session.timeout.ms (10 s) and transaction.timeout.ms (10 s), so on waking up the consumer has lost
     its partitions and, under exactly-once, its open transaction and its producer."""
-    run = Run("consumer-paused-13s-x3", mode, workdir)
+    run = Run(broker, "consumer-paused-13s-x3", mode, workdir)
     run.produce(orders)
     consumer = run.start_consumer("--idle-timeout", "20", backoff=0.02)
     for third in range(1, 4):
@@ -278,7 +298,7 @@ def consumer_paused(broker: FaultBroker, mode: str, orders: int, workdir: Path) 
 def ctrl_c_three_times_broker_down(broker: FaultBroker, mode: str, orders: int, workdir: Path) -> Row:
     """The broker dies under the consumer, and the user presses Ctrl-C three times: the consumer
     quits at once (it cannot commit anything anyway); a restart, broker back, loses nothing."""
-    run = Run("ctrl-c-x3-broker-down", mode, workdir)
+    run = Run(broker, "ctrl-c-x3-broker-down", mode, workdir)
     run.produce(orders)
     # Every order fails for good after 1 s and 2 s of waiting: the orders are all in progress when
     # the broker dies, and the first Ctrl-C has retries to finish.
@@ -305,14 +325,16 @@ def ctrl_c_three_times_broker_down(broker: FaultBroker, mode: str, orders: int, 
     return all_in_dlq(run)
 
 
-SCENARIOS: dict[str, Callable[[FaultBroker, str, int, Path], Row]] = {
+SCENARIOS: dict[str, Scenario] = {
     "consumer-sigkill-x5": consumer_killed_5_times,
     "kafka-sigkill": broker_killed("kafka"),
     "zookeeper-sigkill": broker_killed("zookeeper"),
     "dlq-write-broker-down": dlq_write_during_outage,
     "poison-8-kinds": poison_records,
-    "rebalance-during-retries": rebalance_during_retries,
-    "scale-out-3-consumers-1-killed": scale_out_one_killed,
+    "rebalance-during-retries": rebalance_during_retries(),
+    "rebalance-during-retries-cooperative": rebalance_during_retries("classic-cooperative"),
+    "scale-out-3-consumers-1-killed": scale_out_one_killed(),
+    "scale-out-3-consumers-1-killed-cooperative": scale_out_one_killed("classic-cooperative"),
     "producer-sigint": producer_interrupted,
     "double-sigint-during-retry": double_sigint_during_retry,
     "stdout-closed": stdout_closed,
@@ -322,9 +344,25 @@ SCENARIOS: dict[str, Callable[[FaultBroker, str, int, Path], Row]] = {
     "consumer-paused-13s-x3": consumer_paused,
     "ctrl-c-x3-broker-down": ctrl_c_three_times_broker_down,
 }
+# The scenarios of each cluster shape (harness.SHAPES): every single-broker scenario on ZooKeeper.
+SUITES: dict[str, dict[str, Scenario]] = {
+    "zookeeper": SCENARIOS,
+    "three-brokers": {
+        name: CLUSTER_SCENARIOS[name]
+        for name in ("leader-sigkill", "rolling-restart", "below-min-isr", "transaction-coordinator-sigkill")
+    },
+    "kraft": {
+        **{name: SCENARIOS[name] for name in ("kafka-sigkill", "consumer-sigkill-x5")},
+        "rebalance-during-retries-kip848": rebalance_during_retries("consumer"),
+        "scale-out-3-consumers-1-killed-kip848": scale_out_one_killed("consumer"),
+    },
+    "kraft-three": {
+        name: CLUSTER_SCENARIOS[name] for name in ("active-controller-sigkill", "leader-sigkill")
+    },
+}
 # Scenarios that set their modes themselves, and the one mode a scenario applies to.
 MODE_INDEPENDENT = {"producer-sigint", "switch-to-exactly-once"}
-ONLY_MODE = {"offsets-reset": "exactly-once"}
+ONLY_MODE = {"offsets-reset": "exactly-once", "transaction-coordinator-sigkill": "exactly-once"}
 
 
 def modes_of(name: str, modes: Sequence[str]) -> list[str]:

@@ -85,9 +85,9 @@ def topics(bootstrap_servers: str, request: pytest.FixtureRequest) -> Iterator[T
     names = Topics(f"orders-{suffix}", f"orders-dlq-{suffix}", f"group-{suffix}", f"orders-stats-{suffix}")
     admin = AdminClient({"bootstrap.servers": bootstrap_servers})
     new_topics = [
-        NewTopic(names.orders, 1, 1),
-        NewTopic(names.dlq, 1, 1, config=DLQ_TOPIC_CONFIG),
-        NewTopic(names.stats, 1, 1, config={"cleanup.policy": "compact"}),
+        NewTopic(names.orders, 1),
+        NewTopic(names.dlq, 1, config=DLQ_TOPIC_CONFIG),
+        NewTopic(names.stats, 1, config={"cleanup.policy": "compact"}),
     ]
     for future in admin.create_topics(new_topics).values():
         future.result(30)

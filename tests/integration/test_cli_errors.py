@@ -118,7 +118,7 @@ def test_producer_waits_for_a_topic_created_meanwhile(bootstrap_servers, tmp_pat
         while f"Waiting: topic '{topic}' does not exist" not in log.read_text():
             assert time.monotonic() < deadline and producer.poll() is None, log.read_text()
             time.sleep(0.2)
-        admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
+        admin.create_topics([NewTopic(topic, 1)])[topic].result(30)
         assert producer.wait(60) == 0, log.read_text()
         assert "Summary: sent=5 delivered=5 failed=0" in log.read_text()
     finally:

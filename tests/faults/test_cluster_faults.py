@@ -1,0 +1,51 @@
+"""The riskiest scenarios on the production shapes, at a small size: three replicated ZooKeeper-mode
+brokers, one Kafka 4 KRaft node, three KRaft nodes; and rebalances under the cooperative and the
+KIP-848 group protocols. Each shape is started once, in turn (they share the suite's ports).
+The full matrix with its table: `python -m tests.faults.run --shape all`."""
+
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from .harness import FaultBroker
+from .scenarios import SUITES
+
+ORDERS = 150
+# (shape, scenario, mode), grouped by shape
+CASES = [
+    ("zookeeper", "rebalance-during-retries-cooperative", "exactly-once"),
+    ("three-brokers", "leader-sigkill", "exactly-once"),
+    ("three-brokers", "below-min-isr", "at-least-once"),
+    ("three-brokers", "transaction-coordinator-sigkill", "exactly-once"),
+    ("kraft", "kafka-sigkill", "exactly-once"),
+    ("kraft", "rebalance-during-retries-kip848", "exactly-once"),
+    ("kraft-three", "active-controller-sigkill", "at-least-once"),
+]
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Callable[[str], FaultBroker]]:
+    running: dict[str, FaultBroker] = {}
+
+    def shape(name: str) -> FaultBroker:
+        if name not in running:
+            for other in running.values():
+                other.stop()
+            running.clear()
+            running[name] = FaultBroker(name)
+            running[name].start()
+        return running[name]
+
+    yield shape
+    for broker in running.values():
+        broker.stop()
+
+
+@pytest.mark.parametrize(("shape", "scenario", "mode"), CASES, ids=["-".join(case) for case in CASES])
+def test_scenario_is_exact_on_a_cluster(cluster, shape, scenario, mode, tmp_path):
+    row = SUITES[shape][scenario](cluster(shape), mode, ORDERS, tmp_path)
+    assert row.produced >= ORDERS
+    assert row.lost == 0, row
+    if mode == "exactly-once":
+        assert row.counted_twice == 0, row
+    assert row.exact, row
