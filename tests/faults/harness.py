@@ -237,11 +237,13 @@ class Run:
         if code != 0:
             self.notes.append(f"final consumer exited {code}")
 
-    def wait_for_output(self, text: str, count: int = 1, timeout: float = 120) -> None:
+    def wait_for_output(
+        self, text: str, count: int = 1, timeout: float = 120, logs: str = "consumer-*.log"
+    ) -> None:
         deadline = time.monotonic() + timeout
-        while self.read("consumer-*.log").count(text) < count:
+        while self.read(logs).count(text) < count:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"fewer than {count} {text!r} in the consumer logs of {self.workdir}")
+                raise TimeoutError(f"fewer than {count} {text!r} in {logs} of {self.workdir}")
             time.sleep(0.05)
 
     def read(self, pattern: str) -> str:

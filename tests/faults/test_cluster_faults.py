@@ -1,6 +1,6 @@
 """The riskiest scenarios on the production shapes, at a small size: three replicated ZooKeeper-mode
-brokers, one Kafka 4 KRaft node, three KRaft nodes; and rebalances under the cooperative and the
-KIP-848 group protocols. Each shape is started once, in turn (they share the suite's ports).
+brokers, three Kafka 4 KRaft nodes; and rebalances under the cooperative and the KIP-848 group
+protocols. Each shape is started once, in turn (they share the suite's ports).
 The full matrix with its table: `python -m tests.faults.run --shape all`."""
 
 from collections.abc import Callable, Iterator
@@ -17,9 +17,8 @@ CASES = [
     ("three-brokers", "leader-sigkill", "exactly-once"),
     ("three-brokers", "below-min-isr", "at-least-once"),
     ("three-brokers", "transaction-coordinator-sigkill", "exactly-once"),
-    ("kraft", "kafka-sigkill", "exactly-once"),
-    ("kraft", "rebalance-during-retries-kip848", "exactly-once"),
-    ("kraft-three", "active-controller-sigkill", "at-least-once"),
+    ("kraft-three", "active-controller-sigkill", "exactly-once"),
+    ("kraft-three", "rebalance-during-retries-kip848", "exactly-once"),
 ]
 
 
