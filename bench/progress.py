@@ -14,11 +14,11 @@ RECEIVED = re.compile(r"^Received order: \{'orderId': '([^']+)'", flags=re.MULTI
 
 
 class ProgressWatch:
-    """Notes when each order first shows up in the consumers' logs (every 50 ms), so that the longest
-    time without a new order can be told per partition once the run is over."""
+    """Notes when each order first shows up in the consumers' logs (every 50 ms by default), so that
+    the longest time without a new order can be told per partition once the run is over."""
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
+    def __init__(self, folder: Path, every_s: float = 0.05) -> None:
+        self.folder, self.every_s = folder, every_s
         self.first_seen: dict[str, float] = {}
         self.offsets: dict[Path, int] = {}
         self.stop_event = threading.Event()
@@ -26,7 +26,7 @@ class ProgressWatch:
         self.thread.start()
 
     def watch(self) -> None:
-        while not self.stop_event.wait(0.05):
+        while not self.stop_event.wait(self.every_s):
             self.read_new()
 
     def read_new(self) -> None:

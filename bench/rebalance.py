@@ -2,7 +2,8 @@
 
 Three consumers share six partitions while orders stream in; a fourth joins, then one of the first
 three leaves (SIGTERM, a clean leave). For each change: the longest time during which no partition
-made progress (all stopped at once), and the longest any single partition waited.
+made progress (all stopped at once), and the longest any single partition waited. Orders are keyed
+at random, so a partition waits ~0.15 s now and then with no rebalance at all: the "steady" column.
 
   python -m bench.rebalance --bootstrap-servers localhost:9092 --protocol classic --protocol consumer
 """
@@ -59,7 +60,8 @@ class GroupRun:
             suffix,
         )
         topics = [NewTopic(self.topic, PARTITIONS), NewTopic(self.dlq, 1, config=DLQ_TOPIC_CONFIG)]
-        for future in AdminClient({"bootstrap.servers": bootstrap}).create_topics(topics).values():
+        admin = AdminClient({"bootstrap.servers": bootstrap})  # kept until the topics exist
+        for future in admin.create_topics(topics).values():
             future.result(30)
         self.consumers: list[subprocess.Popen] = []
 
@@ -79,7 +81,7 @@ class GroupRun:
         return process
 
     def measure(self) -> dict[str, float]:
-        watch = ProgressWatch(self.workdir)
+        watch = ProgressWatch(self.workdir, every_s=0.01)
         count = int(RATE * (4 * SETTLE_S + 5))
         producer = subprocess.Popen(
             [
@@ -87,12 +89,15 @@ class GroupRun:
                 *("--count", str(count), "--interval", str(1 / RATE), "--quiet"),
             ],
             stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
             cwd=REPO,
         )
         try:
             for _ in range(3):
                 self.start_consumer()
-            time.sleep(2 * SETTLE_S)  # all three have joined and settled
+            time.sleep(SETTLE_S)  # all three have joined
+            steady_at = time.monotonic()
+            time.sleep(SETTLE_S)
             joined_at = time.monotonic()
             self.start_consumer()
             time.sleep(SETTLE_S)
@@ -111,6 +116,9 @@ class GroupRun:
             by_partition[msg.partition() or 0].append(bytes(msg.key() or b"").decode())
         every_id = [order_id for ids in by_partition.values() for order_id in ids]
         return {
+            "steady: a partition waited": max(
+                watch.longest_gap(ids, steady_at, until=joined_at) for ids in by_partition.values()
+            ),
             "join: all stopped": watch.longest_gap(every_id, joined_at, until=left_at),
             "join: a partition waited": max(
                 watch.longest_gap(ids, joined_at, until=left_at) for ids in by_partition.values()
