@@ -136,6 +136,11 @@ def construction_error_text(exc: Exception) -> str:
     return re.sub(r"^Failed to create (producer|consumer): ", "", text)  # the caller names the client
 
 
+def refused_settings_text(exc: Exception) -> str:
+    """Why librdkafka refused to build a client, with --config's secrets hidden."""
+    return redacted(construction_error_text(exc), _client_properties)
+
+
 def is_secret(name: str) -> bool:
     return any(part in name.lower() for part in SECRET_NAME_PARTS)
 

@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable
 from contextlib import closing
 
-from confluent_kafka import Consumer, Message, Producer
+from confluent_kafka import Consumer, KafkaException, Message, Producer
 
 from kafka_project.cli import (
     add_env_flag,
@@ -37,16 +37,18 @@ from kafka_project.cli import (
     silence_stdout,
     stop_on_signals,
 )
-from kafka_project.cluster import client_config, wait_for_topics
+from kafka_project.cluster import client_config, refused_settings_text, wait_for_topics
 from kafka_project.consumer.exactly_once import ExactlyOnceProcessor, transactional_producer_config
+from kafka_project.consumer.group_protocol import GROUP_PROTOCOLS, group_settings, refused_protocol
 from kafka_project.consumer.live_view import status_display
 from kafka_project.consumer.metrics import serve_metrics
-from kafka_project.consumer.processor import AtLeastOnceProcessor, OrderProcessor
+from kafka_project.consumer.processor import AtLeastOnceProcessor, OrderProcessor, position_of
 from kafka_project.consumer.retry import RetryPolicy
 from kafka_project.consumer.state import STATS_TOPIC_CONFIG
 from kafka_project.consumer.status import StatusSampler
 from kafka_project.dlq.dlq_producer import DeadLetterPublisher, dlq_producer_config
 from kafka_project.dlq.headers import DLQ_TOPIC_CONFIG
+from kafka_project.errors import InvalidInputError
 from kafka_project.order_codec import OrderCodec
 
 BATCH_SIZE = 500
@@ -136,31 +138,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-# The group protocol's settings. Under the classic protocol a killed consumer's partitions go to
-# another one after session.timeout.ms (Kafka's default is 45 s); heartbeats come from a background
-# thread, so slow retries do not count. Under KIP-848 the broker sets it
-# (group.consumer.session.timeout.ms; bin/kafka-local sets 10 s as here).
-GROUP_PROTOCOLS: dict[str, dict[str, object]] = {
-    "classic": {
-        "group.protocol": "classic",
-        "partition.assignment.strategy": "range,roundrobin",
-        "session.timeout.ms": 10000,
-    },
-    "classic-cooperative": {
-        "group.protocol": "classic",
-        "partition.assignment.strategy": "cooperative-sticky",
-        "session.timeout.ms": 10000,
-    },
-    "consumer": {"group.protocol": "consumer"},
-}
-
-
 def consumer_config(
     bootstrap_servers: str, group_id: str, exactly_once: bool = False, group_protocol: str = "classic"
 ) -> dict:
     settings = client_config(
         bootstrap_servers,
-        **GROUP_PROTOCOLS[group_protocol],
+        **group_settings(group_protocol),
         **{
             "group.id": group_id,
             "auto.offset.reset": "earliest",
@@ -194,11 +177,12 @@ def poll_batch(consumer: Consumer, processor: OrderProcessor) -> list[Message]:
     room = min(BATCH_SIZE, processor.room())
     if room <= 1:
         return [first]
-    rebalances = processor.rebalances
+    processor.moved.clear()
     more = consumer.consume(num_messages=room - 1, timeout=0)
-    if processor.rebalances != rebalances:
-        # consume() ran a rebalance after poll() returned `first`: its partition may have been
-        # revoked and assigned again (and re-seeked); it comes again if still ours.
+    if first.error() is None and position_of(first)[0] in processor.moved:
+        # consume() ran a rebalance after poll() returned `first`, and its partition moved: it is
+        # another consumer's now, or comes again from where its new assignment starts. A
+        # partition a cooperative rebalance left alone is not fetched again: `first` stays.
         return more
     return [first, *more]
 
@@ -221,9 +205,10 @@ def consume_until_stopped(
         else:
             messages = poll_batch(consumer, processor)
         processor.dlq.poll()  # serve DLQ acknowledgements: they release offsets
+        refused_protocol.check(args.bootstrap_servers)
         # (Re)joining the group, orders in progress or records waiting for the Schema Registry are
         # not idleness; owning no partitions is.
-        if messages or not processor.joined or processor.schedule.size or processor.registry_wait.waiting:
+        if messages or processor.joining() or processor.schedule.size or processor.registry_wait.waiting:
             last_active = time.monotonic()
         elif args.idle_timeout is not None and time.monotonic() - last_active > args.idle_timeout:
             return
@@ -283,9 +268,14 @@ class Monitor:
 def main(args: argparse.Namespace) -> int:
     codec = order_codec(args)
     stop = stop_on_signals()
-    consumer = Consumer(
-        consumer_config(args.bootstrap_servers, args.group_id, args.exactly_once, args.group_protocol)
-    )
+    try:
+        consumer = Consumer(
+            consumer_config(args.bootstrap_servers, args.group_id, args.exactly_once, args.group_protocol)
+        )
+    except KafkaException as exc:  # e.g. a --config setting the group protocol does not take
+        raise InvalidInputError(
+            f"--group-protocol {args.group_protocol}: {refused_settings_text(exc)}"
+        ) from None
     with closing(consumer):  # close() commits the stored offsets and leaves the group, whatever happens
         if not topics_ready(consumer, args, stop):
             return 0
@@ -294,7 +284,12 @@ def main(args: argparse.Namespace) -> int:
             print(f"Starting Kafka Consumer...\nListening for orders on '{args.topic}' topic\n")
         monitor = Monitor(consumer, processor, args)
         try:
-            consumer.subscribe([args.topic], on_assign=processor.on_assign, on_revoke=processor.on_revoke)
+            consumer.subscribe(
+                [args.topic],
+                on_assign=processor.on_assign,
+                on_revoke=processor.on_revoke,
+                on_lost=processor.on_lost,
+            )
             consume_until_stopped(consumer, processor, args, stop, monitor.update)
             # The retries left, the DLQ writes, or the open transaction, before close() commits.
             processor.finish(clean=True)

@@ -30,6 +30,9 @@ FLUSH_TIMEOUT_S = 30.0
 # Full for a moment (most retry waits), the consumer just stops polling; full for this long, it
 # pauses its partitions, so that polling serves rebalances again without taking records.
 PAUSE_WHEN_FULL_FOR_S = 1.0
+# How long a consumer under an incremental protocol may wait for an assignment before
+# --idle-timeout counts: a few heartbeats, and a rejoin after its session expired.
+JOIN_GRACE_S = 30.0
 
 
 def partition_key(tp: TopicPartition) -> PartitionKey:
@@ -77,9 +80,13 @@ class OrderProcessor:
         # (consume() can run on_revoke after poll() returned it) belongs to the new owner.
         self.assigned: set[PartitionKey] = set()
         # Between a revoke and the next assignment the consumer is (re)joining the group, which is
-        # not idleness; once assigned, even nothing, --idle-timeout counts.
+        # not idleness; once assigned, even nothing, --idle-timeout counts (see joining()).
         self.joined = False
-        self.rebalances = 0  # rebalance callbacks run so far: a batch polled across one is suspect
+        self.joining_since = time.monotonic()
+        self.rebalances = 0  # rebalance callbacks run so far
+        # Partitions revoked or assigned since poll_batch last cleared it: a record polled before
+        # its partition moved belongs to its new owner, or comes again from where it starts.
+        self.moved: set[PartitionKey] = set()
         self.finished = False  # finish() ran: close()'s revoke has nothing left to wait for
         # Cooperative protocols add and take away partitions one rebalance at a time, eager ones
         # replace the whole assignment; either way the callbacks see only the partitions that move.
@@ -243,9 +250,18 @@ class OrderProcessor:
     def checkpoint(self, quiet: bool = False) -> None:
         """After each poll (quiet: it brought nothing): make what is done committable."""
 
+    def joining(self) -> bool:
+        """(Re)joining the group: not idleness. Eager rebalances always end in an assignment;
+        under the incremental protocols an empty one calls no callback (KIP-848), so there it
+        lasts JOIN_GRACE_S at most."""
+        if self.joined:
+            return False
+        return not self.incremental or time.monotonic() - self.joining_since < JOIN_GRACE_S
+
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.joined = True
         self.rebalances += 1
+        self.moved.update(partition_key(tp) for tp in partitions)
         self.assigned.update(partition_key(tp) for tp in partitions)
 
     def take(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -263,11 +279,20 @@ class OrderProcessor:
         self.joined = self.incremental  # an eager revoke is followed by a new join; a cooperative one is not
         self.rebalances += 1
         revoked = {partition_key(tp) for tp in partitions}
+        self.moved |= revoked
         self.assigned.difference_update(revoked)
         # Orders still waiting are not done: dropped uncommitted, the new owner gets them again.
         self.schedule.drop(revoked)
         self.offsets.forget(list(revoked))
         self.registry_wait.forget(revoked)
+
+    def on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """The group went on without this consumer (its session expired, e.g. while it was
+        stopped): the partitions are someone else's already. Dropped as on a revoke (a commit
+        attempt for them is refused by the broker), and the consumer joins again."""
+        self.on_revoke(consumer, partitions)
+        self.joined = False
+        self.joining_since = time.monotonic()
 
     def finish(self, clean: bool) -> None:
         """Before the consumer closes: nothing done may be left uncommittable."""

@@ -8,6 +8,7 @@ Topics have three partitions, replicated on all three brokers, min.insync.replic
 from __future__ import annotations
 
 import time
+from itertools import pairwise
 from pathlib import Path
 from subprocess import Popen
 
@@ -58,14 +59,17 @@ def restore(broker: FaultBroker, run: Run) -> None:
 
 def stalls(run: Run, watch: ProgressWatch, partition: int | None, since: float, since_wall: float) -> str:
     """The longest time without a new order after `since`, for one partition (None: for all), as the
-    consumer saw it (first log line per order) and as the broker appended (LogAppendTime)."""
-    records = [
-        m for m in read_topic(run.bootstrap, run.orders) if partition is None or m.partition() == partition
-    ]
+    consumer saw it (first log line per order, read every 50 ms) and as the broker appended
+    (LogAppendTime). Up to the last order of any partition: one that never recovered shows."""
+    every = read_topic(run.bootstrap, run.orders)
+    records = [m for m in every if partition is None or m.partition() == partition]
     ids = [m.key().decode() for m in records]
-    consumer_gap = watch.longest_gap(ids, after=since)
-    appended = sorted(m.timestamp()[1] / 1000 for m in records if m.timestamp()[1] / 1000 >= since_wall)
-    append_gap = max((b - a for a, b in zip([since_wall, *appended], appended, strict=False)), default=0.0)
+    last_seen = max(watch.first_seen.values(), default=since)
+    consumer_gap = watch.longest_gap(ids, after=since, until=max(last_seen, since))
+    last_appended = max((m.timestamp()[1] / 1000 for m in every), default=since_wall)
+    appended = sorted(t for m in records if (t := m.timestamp()[1] / 1000) >= since_wall)
+    edges = [since_wall, *appended, max(last_appended, since_wall)]
+    append_gap = max(later - earlier for earlier, later in pairwise(edges))
     where = "all partitions" if partition is None else f"partition {partition}"
     return f"{where}: no new order for the consumer {consumer_gap:.1f} s, none appended {append_gap:.1f} s"
 

@@ -288,6 +288,11 @@ class Run:
         lost_poison = len(poison - set(dead_coords))
         if not self.fully_committed(records):
             self.notes.append("committed offsets short of the end")
+        acknowledged = producer_acknowledged(self.read("producer-*.log"))
+        if len(records) < acknowledged:
+            self.notes.append(
+                f"the producers had {acknowledged} orders acknowledged; the topic holds {len(records)}"
+            )
 
         successes = Counter(successful_order_ids(self.read("consumer-*.log")))
         if self.mode == "exactly-once":
@@ -353,6 +358,11 @@ def successful_order_ids(output: str) -> list[str]:
             done.append(current)
             current = None
     return done
+
+
+def producer_acknowledged(output: str) -> int:
+    """Orders the producers reported delivered (acknowledged by the broker), from their Summary lines."""
+    return sum(int(n) for n in re.findall(r"^Summary: sent=\d+ delivered=(\d+)", output, flags=re.MULTILINE))
 
 
 def sent_order_ids(output: str) -> list[str]:

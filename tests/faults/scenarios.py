@@ -281,22 +281,26 @@ def offsets_reset(broker: FaultBroker, mode: str, orders: int, workdir: Path) ->
     return run.check()
 
 
-def consumer_paused(broker: FaultBroker, mode: str, orders: int, workdir: Path) -> Row:
-    """SIGSTOP for 13 s, three times, mid-stream (a suspended laptop, a stopped terminal): longer than
-    session.timeout.ms (10 s) and transaction.timeout.ms (10 s), so on waking up the consumer has lost
-    its partitions and, under exactly-once, its open transaction and its producer."""
-    run = Run(broker, "consumer-paused-13s-x3", mode, workdir)
-    run.produce(orders)
-    consumer = run.start_consumer("--idle-timeout", "20", backoff=0.02)
-    for third in range(1, 4):
-        run.wait_for_output("Received order", orders * third // 4)
-        consumer.send_signal(signal.SIGSTOP)
-        time.sleep(13)
-        consumer.send_signal(signal.SIGCONT)
-    if consumer.wait(600) != 0:
-        run.notes.append("consumer exited non-zero")
-        run.run_consumer_to_end()
-    return run.check()
+def consumer_paused(group_protocol: str = "classic") -> Scenario:
+    def scenario(broker: FaultBroker, mode: str, orders: int, workdir: Path) -> Row:
+        """SIGSTOP for 13 s, three times, mid-stream (a suspended laptop, a stopped terminal): longer
+        than session.timeout.ms (10 s) and transaction.timeout.ms (10 s), so on waking up the consumer
+        has lost its partitions and, under exactly-once, its open transaction and its producer."""
+        name = f"consumer-paused-13s-x3{SUFFIX[group_protocol]}"
+        run = Run(broker, name, mode, workdir, 3 if group_protocol != "classic" else 1, None, group_protocol)
+        run.produce(orders)
+        consumer = run.start_consumer("--idle-timeout", "20", backoff=0.02)
+        for third in range(1, 4):
+            run.wait_for_output("Received order", orders * third // 4)
+            consumer.send_signal(signal.SIGSTOP)
+            time.sleep(13)
+            consumer.send_signal(signal.SIGCONT)
+        if consumer.wait(600) != 0:
+            run.notes.append("consumer exited non-zero")
+            run.run_consumer_to_end()
+        return run.check()
+
+    return scenario
 
 
 def ctrl_c_three_times_broker_down(broker: FaultBroker, mode: str, orders: int, workdir: Path) -> Row:
@@ -345,7 +349,8 @@ SCENARIOS: dict[str, Scenario] = {
     "oversized-record": oversized_record,
     "switch-to-exactly-once": switch_to_exactly_once,
     "offsets-reset": offsets_reset,
-    "consumer-paused-13s-x3": consumer_paused,
+    "consumer-paused-13s-x3": consumer_paused(),
+    "consumer-paused-13s-x3-cooperative": consumer_paused("classic-cooperative"),
     "ctrl-c-x3-broker-down": ctrl_c_three_times_broker_down,
 }
 # The scenarios of each cluster shape (harness.SHAPES): every single-broker scenario on ZooKeeper.
@@ -360,6 +365,7 @@ SUITES: dict[str, dict[str, Scenario]] = {
         **{name: CLUSTER_SCENARIOS[name] for name in ("active-controller-sigkill", "leader-sigkill")},
         "rebalance-during-retries-kip848": rebalance_during_retries("consumer"),
         "scale-out-3-consumers-1-killed-kip848": scale_out_one_killed("consumer"),
+        "consumer-paused-13s-x3-kip848": consumer_paused("consumer"),
     },
 }
 # Scenarios that set their modes themselves, and the one mode a scenario applies to.

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from .harness import FaultBroker
+from .harness import FaultBroker, Run
 from .scenarios import SUITES
 
 ORDERS = 150
@@ -38,6 +38,17 @@ def cluster() -> Iterator[Callable[[str], FaultBroker]]:
     yield shape
     for broker in running.values():
         broker.stop()
+
+
+def test_kip848_on_a_broker_without_it_is_one_clear_line(cluster, tmp_path):
+    """librdkafka keeps this refusal to its debug log and retries for ever: the consumer must say it."""
+    broker = cluster("zookeeper")  # Kafka 3.9 serves only the classic protocol
+    run = Run(broker, "kip848-refused", "at-least-once", tmp_path, group_protocol="consumer")
+    consumer = run.start_consumer("--idle-timeout", "60")
+    assert consumer.wait(60) == 1
+    output = run.read("consumer-*.log")
+    assert "error: the broker at localhost:19092 does not support --group-protocol consumer" in output
+    assert "Traceback" not in output
 
 
 @pytest.mark.parametrize(("shape", "scenario", "mode"), CASES, ids=["-".join(case) for case in CASES])

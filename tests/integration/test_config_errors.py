@@ -90,3 +90,14 @@ def test_a_valid_config_mixing_producer_and_consumer_settings_passes(bootstrap_s
     assert result.returncode == 0, result.stderr
     assert summary(result) == {"sent": "3", "delivered": "3", "failed": "0"}
     assert result.stderr == ""
+
+
+def test_a_setting_the_group_protocol_does_not_take_is_one_line(tmp_path):
+    """--config passes session.timeout.ms, which KIP-848 leaves to the broker: librdkafka refuses
+    to build that consumer, and the user gets the reason, not a traceback."""
+    path = config_file(tmp_path, b"session.timeout.ms=30000\n")
+    result = run_script(
+        "consumer", *SCRIPTS["consumer"], "--config", str(path), "--group-protocol", "consumer"
+    )
+    line = assert_one_line_exit_2(result, "--group-protocol consumer", "session.timeout.ms")
+    assert "not supported" in line
