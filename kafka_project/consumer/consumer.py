@@ -196,6 +196,7 @@ def consume_until_stopped(
 ) -> None:
     last_active = time.monotonic()
     while not stop.is_set():
+        rebalances = processor.rebalances
         between_batches()
         processor.run_due(stop)  # the retries whose time has come
         processor.pause_or_resume()
@@ -205,10 +206,14 @@ def consume_until_stopped(
         else:
             messages = poll_batch(consumer, processor)
         processor.dlq.poll()  # serve DLQ acknowledgements: they release offsets
-        refused_protocol.check(args.bootstrap_servers)
+        if not processor.rebalances:  # once the group has answered, the protocol is served
+            refused_protocol.check(args.bootstrap_servers)
         # (Re)joining the group, orders in progress or records waiting for the Schema Registry are
         # not idleness; owning no partitions is.
-        if messages or processor.joining() or processor.schedule.size or processor.registry_wait.waiting:
+        # A rebalance callback (restoring state, committing) can take a while: not idleness either.
+        rebalanced = processor.rebalances != rebalances
+        busy = processor.schedule.size or processor.registry_wait.waiting or rebalanced
+        if messages or processor.joining() or busy:
             last_active = time.monotonic()
         elif args.idle_timeout is not None and time.monotonic() - last_active > args.idle_timeout:
             return
@@ -273,9 +278,7 @@ def main(args: argparse.Namespace) -> int:
             consumer_config(args.bootstrap_servers, args.group_id, args.exactly_once, args.group_protocol)
         )
     except KafkaException as exc:  # e.g. a --config setting the group protocol does not take
-        raise InvalidInputError(
-            f"--group-protocol {args.group_protocol}: {refused_settings_text(exc)}"
-        ) from None
+        raise InvalidInputError(f"cannot create the consumer: {refused_settings_text(exc)}") from None
     with closing(consumer):  # close() commits the stored offsets and leaves the group, whatever happens
         if not topics_ready(consumer, args, stop):
             return 0

@@ -288,9 +288,12 @@ class OrderProcessor:
 
     def on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """The group went on without this consumer (its session expired, e.g. while it was
-        stopped): the partitions are someone else's already. Dropped as on a revoke (a commit
-        attempt for them is refused by the broker), and the consumer joins again."""
+        stopped): the partitions are someone else's already. Dropped as on a revoke, and the
+        consumer joins again."""
         self.on_revoke(consumer, partitions)
+        self.rejoin()
+
+    def rejoin(self) -> None:
         self.joined = False
         self.joining_since = time.monotonic()
 
@@ -352,6 +355,14 @@ class AtLeastOnceProcessor(OrderProcessor):
         super().on_revoke(consumer, partitions)
         for tp in partitions:
             self.stored.pop(partition_key(tp), None)
+
+    def on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Unlike a revoke, nothing can be committed for lost partitions any more (librdkafka
+        refuses with _ASSIGNMENT_LOST): no DLQ flush and commit to wait for before rejoining."""
+        OrderProcessor.on_revoke(self, consumer, partitions)
+        for tp in partitions:
+            self.stored.pop(partition_key(tp), None)
+        self.rejoin()
 
     def finish(self, clean: bool) -> None:
         # DLQ copies acknowledged first (they release their offsets); close() then commits them.

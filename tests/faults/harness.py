@@ -84,17 +84,25 @@ class FaultBroker:
         self.bootstrap = ",".join(f"localhost:{KAFKA_PORT + 100 * i}" for i in range(self.shape.brokers))
 
     def run(self, *command: str) -> None:
-        subprocess.run(
-            [REPO / "bin/kafka-local", *command],
-            env=self.env,
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        result = subprocess.run(
+            [REPO / "bin/kafka-local", *command], env=self.env, capture_output=True, text=True
         )
+        if result.returncode != 0:
+            raise RuntimeError(
+                f"bin/kafka-local {' '.join(command)} ({self.shape_name}): {result.stderr.strip()}"
+            )
 
     def start(self, node: str | None = None) -> None:
-        """Starts the node, or whatever is not running (after kill or stop_node too)."""
+        """Starts the node, or whatever is not running (after kill or stop_node too), and waits
+        until the cluster's metadata lists it (a topic with three replicas needs all three)."""
         self.run("start", *([node] if node else []))
+        expected = {self.shape.nodes.index(node)} if node else set(range(self.shape.brokers))
+        admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0})
+        deadline = time.monotonic() + 60
+        while not expected <= set(admin.list_topics(timeout=10).brokers):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.shape_name}: brokers {expected} not all listed after 60 s")
+            time.sleep(0.2)
 
     def kill(self, node: str) -> None:
         """SIGKILL: "kafka" or "zookeeper" with one broker, "kafka-N" in a cluster."""

@@ -99,5 +99,5 @@ def test_a_setting_the_group_protocol_does_not_take_is_one_line(tmp_path):
     result = run_script(
         "consumer", *SCRIPTS["consumer"], "--config", str(path), "--group-protocol", "consumer"
     )
-    line = assert_one_line_exit_2(result, "--group-protocol consumer", "session.timeout.ms")
-    assert "not supported" in line
+    line = assert_one_line_exit_2(result, "cannot create the consumer", "session.timeout.ms")
+    assert "not supported for `group.protocol=consumer`" in line
