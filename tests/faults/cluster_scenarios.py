@@ -31,11 +31,20 @@ APPEND_TIME = {"message.timestamp.type": "LogAppendTime"}
 
 
 def streaming_run(
-    broker: FaultBroker, scenario: str, mode: str, orders: int, workdir: Path, stream_s: float = STREAM_S
+    broker: FaultBroker,
+    scenario: str,
+    mode: str,
+    orders: int,
+    workdir: Path,
+    stream_s: float = STREAM_S,
+    idle_timeout: float = 10,
 ) -> tuple[Run, Popen, Popen, ProgressWatch]:
+    """idle_timeout: longer than the scenario's time without a new order, or the consumer ends early."""
     run = Run(broker, scenario, mode, workdir, partitions=PARTITIONS, orders_config=APPEND_TIME)
     watch = ProgressWatch(run.workdir)
-    consumer = run.start_consumer("--idle-timeout", "10")
+    consumer = run.start_consumer("--idle-timeout", str(idle_timeout))
+    # Shorter for a small run (CI), never so short that the fault misses the stream.
+    stream_s *= max(0.5, min(1.0, orders / 1000))
     producer = run.start_producer(orders, interval=stream_s / orders)
     return run, consumer, producer, watch
 
@@ -114,7 +123,7 @@ def below_min_insync(broker: FaultBroker, mode: str, orders: int, workdir: Path)
     """Two of three brokers die: acks=all cannot be met (min.insync.replicas=2), so writes wait;
     one broker back, and everything goes through."""
     run, consumer, producer, watch = streaming_run(
-        broker, "below-min-isr", mode, orders, workdir, 2 * STREAM_S
+        broker, "below-min-isr", mode, orders, workdir, 2 * STREAM_S, idle_timeout=40
     )
     run.wait_for_output("Received order", max(10, orders // 5))
     first, second = broker.shape.nodes[1:]

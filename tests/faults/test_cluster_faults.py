@@ -1,21 +1,20 @@
 """The riskiest scenarios on the production shapes, at a small size: three replicated ZooKeeper-mode
-brokers, three Kafka 4 KRaft nodes; and rebalances under the cooperative and the KIP-848 group
-protocols. Each shape is started once, in turn (they share the suite's ports).
-The full matrix with its table: `python -m tests.faults.run --shape all`."""
+brokers, three Kafka 4 KRaft nodes (KIP-848 rebalances among them); the cooperative protocol and
+the KIP-848 refusal run on the single broker in test_faults.py. Each shape is started once, in
+turn (they share the suite's ports). The full matrix with its table:
+`python -m tests.faults.run --shape all`."""
 
 from collections.abc import Callable, Iterator
 
 import pytest
 
-from .harness import FaultBroker, Run
+from .harness import FaultBroker
 from .scenarios import SUITES
 
 ORDERS = 150
 # (shape, scenario, mode), grouped by shape
 CASES = [
-    ("zookeeper", "rebalance-during-retries-cooperative", "exactly-once"),
     ("three-brokers", "leader-sigkill", "exactly-once"),
-    ("three-brokers", "below-min-isr", "at-least-once"),
     ("three-brokers", "transaction-coordinator-sigkill", "exactly-once"),
     ("kraft-three", "active-controller-sigkill", "exactly-once"),
     ("kraft-three", "rebalance-during-retries-kip848", "exactly-once"),
@@ -38,17 +37,6 @@ def cluster() -> Iterator[Callable[[str], FaultBroker]]:
     yield shape
     for broker in running.values():
         broker.stop()
-
-
-def test_kip848_on_a_broker_without_it_is_one_clear_line(cluster, tmp_path):
-    """librdkafka keeps this refusal to its debug log and retries for ever: the consumer must say it."""
-    broker = cluster("zookeeper")  # Kafka 3.9 serves only the classic protocol
-    run = Run(broker, "kip848-refused", "at-least-once", tmp_path, group_protocol="consumer")
-    consumer = run.start_consumer("--idle-timeout", "60")
-    assert consumer.wait(60) == 1
-    output = run.read("consumer-*.log")
-    assert "error: the broker at localhost:19092 does not support --group-protocol consumer" in output
-    assert "Traceback" not in output
 
 
 @pytest.mark.parametrize(("shape", "scenario", "mode"), CASES, ids=["-".join(case) for case in CASES])

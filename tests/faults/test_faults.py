@@ -5,7 +5,7 @@ The full-size run with its table is `python -m tests.faults.run`.
 
 import pytest
 
-from .harness import MODES, FaultBroker
+from .harness import MODES, FaultBroker, Run
 from .scenarios import SCENARIOS, modes_of
 
 ORDERS = 200
@@ -19,11 +19,11 @@ def fault_broker():
     broker.stop()
 
 
-# Every single-broker scenario with the default group protocol; the other protocols' variants are
-# in test_cluster_faults.py in one mode each, for time.
+# Every single-broker scenario with the default group protocol, both modes; of the cooperative
+# variants, the rebalance in exactly-once mode (for time: the full suite runs them all).
 CASES = [
     (name, mode) for name in SCENARIOS if not name.endswith("-cooperative") for mode in modes_of(name, MODES)
-]
+] + [("rebalance-during-retries-cooperative", "exactly-once")]
 
 
 @pytest.mark.parametrize(("scenario", "mode"), CASES, ids=[f"{s}-{m}" for s, m in CASES])
@@ -34,3 +34,13 @@ def test_scenario_is_exact(fault_broker, scenario, mode, tmp_path):
     if mode == "exactly-once":
         assert row.counted_twice == 0, row
     assert row.exact, row
+
+
+def test_kip848_on_a_broker_without_it_is_one_clear_line(fault_broker, tmp_path):
+    """librdkafka keeps this refusal to its debug log and retries for ever: the consumer must say it."""
+    run = Run(fault_broker, "kip848-refused", "at-least-once", tmp_path, group_protocol="consumer")
+    consumer = run.start_consumer("--idle-timeout", "60")  # Kafka 3.9 serves only the classic protocol
+    assert consumer.wait(60) == 1
+    output = run.read("consumer-*.log")
+    assert "error: the broker at localhost:19092 does not support --group-protocol consumer" in output
+    assert "Traceback" not in output
