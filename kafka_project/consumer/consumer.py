@@ -196,7 +196,6 @@ def consume_until_stopped(
 ) -> None:
     last_active = time.monotonic()
     while not stop.is_set():
-        rebalances = processor.rebalances
         between_batches()
         processor.run_due(stop)  # the retries whose time has come
         processor.pause_or_resume()
@@ -210,10 +209,7 @@ def consume_until_stopped(
             refused_protocol.check(args.bootstrap_servers)
         # (Re)joining the group, orders in progress or records waiting for the Schema Registry are
         # not idleness; owning no partitions is.
-        # A rebalance callback (restoring state, committing) can take a while: not idleness either.
-        rebalanced = processor.rebalances != rebalances
-        busy = processor.schedule.size or processor.registry_wait.waiting or rebalanced
-        if messages or processor.joining() or busy:
+        if messages or processor.joining() or processor.schedule.size or processor.registry_wait.waiting:
             last_active = time.monotonic()
         elif args.idle_timeout is not None and time.monotonic() - last_active > args.idle_timeout:
             return
