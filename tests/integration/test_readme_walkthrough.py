@@ -286,7 +286,12 @@ class Walkthrough:
             assert int(figures["would_replay"]) == len(dlq) and sent == 0, output
         else:
             limit = int(option(words, "--limit") or len(dlq))
-            assert int(figures["replayed"]) == min(limit, len(dlq)) == sent, output
+            assert int(figures["replayed"]) == sent, output
+            # With step 3's consumer still running, a replayed order that fails again comes back
+            # to the DLQ during the replay, which may read it too (and refuse it on its 4th time):
+            # the DLQ can hold more than the replay handled, never less.
+            handled = int(figures["replayed"]) + int(figures["refused"])
+            assert 0 < handled <= min(limit, len(dlq)), output
 
 
 def test_readme_walkthrough_runs_in_order_and_shows_what_it_says(tmp_path: Path) -> None:
