@@ -8,6 +8,7 @@ Topics have three partitions, replicated on all three brokers, min.insync.replic
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from itertools import pairwise
 from pathlib import Path
 from subprocess import Popen
@@ -83,21 +84,37 @@ def stalls(run: Run, watch: ProgressWatch, partition: int | None, since: float, 
     return f"{where}: no new order for the consumer {consumer_gap:.1f} s, none appended {append_gap:.1f} s"
 
 
-def leader_killed(broker: FaultBroker, mode: str, orders: int, workdir: Path) -> Row:
-    """SIGKILL the broker leading the busiest partition mid-stream; both clients move to the new leader."""
-    run, consumer, producer, watch = streaming_run(broker, "leader-sigkill", mode, orders, workdir)
+def one_broker_killed(
+    broker: FaultBroker,
+    scenario: str,
+    mode: str,
+    orders: int,
+    workdir: Path,
+    pick: Callable[[Run], tuple[int, int | None]],
+    role: str,
+) -> Row:
+    """SIGKILL the broker `pick` names mid-stream (and the partition to time, None: all); it stays
+    down until both clients are done, then comes back for the next scenario."""
+    run, consumer, producer, watch = streaming_run(broker, scenario, mode, orders, workdir)
     run.wait_for_output("Received order", max(10, orders // 4))
-    partition = busiest_partition(run.bootstrap, run.orders)
-    victim = leader_of(run.bootstrap, run.orders, partition)
+    victim, partition = pick(run)
     since, since_wall = time.monotonic(), time.time()
     broker.kill(broker.node_of(victim))
     finish(run, consumer, producer, watch)
-    run.figures.append(
-        f"killed broker {victim}, leader of " + stalls(run, watch, partition, since, since_wall)
-    )
+    run.figures.append(f"killed broker {victim}, {role}" + stalls(run, watch, partition, since, since_wall))
     row = run.check()
     restore(broker, run)
     return row
+
+
+def leader_of_busiest(run: Run) -> tuple[int, int | None]:
+    partition = busiest_partition(run.bootstrap, run.orders)
+    return leader_of(run.bootstrap, run.orders, partition), partition
+
+
+def leader_killed(broker: FaultBroker, mode: str, orders: int, workdir: Path) -> Row:
+    """SIGKILL the broker leading the busiest partition mid-stream; both clients move to the new leader."""
+    return one_broker_killed(broker, "leader-sigkill", mode, orders, workdir, leader_of_busiest, "leader of ")
 
 
 def rolling_restart(broker: FaultBroker, mode: str, orders: int, workdir: Path) -> Row:
@@ -141,20 +158,15 @@ def below_min_insync(broker: FaultBroker, mode: str, orders: int, workdir: Path)
 
 def transaction_coordinator_killed(broker: FaultBroker, mode: str, orders: int, workdir: Path) -> Row:
     """Exactly-once: SIGKILL the broker coordinating the consumer's transactions mid-stream."""
-    run, consumer, producer, watch = streaming_run(
-        broker, "transaction-coordinator-sigkill", mode, orders, workdir
+    return one_broker_killed(
+        broker,
+        "transaction-coordinator-sigkill",
+        mode,
+        orders,
+        workdir,
+        lambda run: (transaction_coordinator(run.bootstrap, run.group), None),
+        "the coordinator; ",
     )
-    run.wait_for_output("Received order", max(10, orders // 4))
-    coordinator = transaction_coordinator(run.bootstrap, run.group)
-    since, since_wall = time.monotonic(), time.time()
-    broker.kill(broker.node_of(coordinator))
-    finish(run, consumer, producer, watch)
-    run.figures.append(
-        f"killed broker {coordinator}, the coordinator; " + stalls(run, watch, None, since, since_wall)
-    )
-    row = run.check()
-    restore(broker, run)
-    return row
 
 
 def active_controller_killed(broker: FaultBroker, mode: str, orders: int, workdir: Path) -> Row:
