@@ -26,9 +26,7 @@ from kafka_project.cli import (
     add_env_flag,
     add_wait_for_topics_flag,
     env_default,
-    fraction,
     make_parser,
-    non_negative,
     order_codec,
     parse_with_connection,
     port_number,
@@ -39,6 +37,7 @@ from kafka_project.cli import (
 )
 from kafka_project.cluster import client_config, refused_settings_text, wait_for_topics
 from kafka_project.consumer.exactly_once import ExactlyOnceProcessor, transactional_producer_config
+from kafka_project.consumer.flags import add_processing_flags
 from kafka_project.consumer.group_protocol import GROUP_PROTOCOLS, group_settings, refused_protocol
 from kafka_project.consumer.live_view import status_display
 from kafka_project.consumer.metrics import serve_metrics
@@ -68,28 +67,8 @@ CONSUMER_TUNING = {
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = make_parser(__doc__)
-    add_env_flag(parser, "--topic", "ORDERS_TOPIC", "orders", "topic to consume")
-    add_env_flag(parser, "--dlq-topic", "DLQ_TOPIC", "orders-dlq", "dead-letter topic")
+    add_processing_flags(parser, "wait after failed try k is k times this")
     add_env_flag(parser, "--group-id", "KAFKA_GROUP_ID", "order-consumer", "consumer group")
-    parser.add_argument(
-        "--failure-rate",
-        type=fraction,
-        default=env_default("FAILURE_RATE", "0.3"),  # a string default goes through `fraction` too
-        help="chance that one processing try fails (env FAILURE_RATE; default %(default)s)",
-    )
-    parser.add_argument(
-        "--max-attempts",
-        type=positive_int,
-        default=3,
-        help="tries per order before it goes to the DLQ (default %(default)s)",
-    )
-    parser.add_argument(
-        "--retry-backoff",
-        type=non_negative(float),
-        default=0.1,
-        metavar="SECONDS",
-        help="wait after failed try k is k times this (default %(default)s)",
-    )
     parser.add_argument(
         "--max-in-flight",
         type=positive_int,
@@ -98,21 +77,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="orders in progress at most (waiting for a retry, or behind an earlier order of "
         "their key); 1 = one order at a time (default %(default)s)",
     )
-    parser.add_argument("--seed", type=int, default=None, help="make the simulated failures repeatable")
-    parser.add_argument(
-        "--idle-timeout",
-        type=non_negative(float),
-        default=None,
-        metavar="SECONDS",
-        help="exit after this long without a new record (default: run until Ctrl-C)",
-    )
-    parser.add_argument("--quiet", action="store_true", help="print only the final summary")
     parser.add_argument(
         "--exactly-once",
         action="store_true",
         help="commit DLQ copies, aggregate snapshots and offsets in one transaction",
     )
-    add_env_flag(parser, "--stats-topic", "STATS_TOPIC", "orders-stats", "compacted topic of snapshots")
     parser.add_argument(
         "--group-protocol",
         choices=GROUP_PROTOCOLS,

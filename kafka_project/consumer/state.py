@@ -8,6 +8,10 @@ Every transaction also publishes one snapshot per partition to the compacted `or
 for `stats.py` and other readers, keyed `group:topic:partition`, value JSON:
   {"group": "order-consumer", "topic": "orders", "partition": 0,
    "count": 12, "total": "8342.17", "next_offset": 15}
+
+A share consumer (share_consumer.py) has no partition of its own: it publishes its process's
+aggregate, keyed `group:consumer`, value JSON:
+  {"group": "order-workers", "consumer": "host-4242-9f8e7d6c", "count": 12, "total": "8342.17"}
 """
 
 from __future__ import annotations
@@ -66,6 +70,33 @@ class PartitionState:
         return RunningAverage(self.count, self.total)
 
 
+@dataclass(frozen=True)
+class ConsumerState:
+    """One share consumer process's aggregate: what it counted since it started."""
+
+    group: str
+    consumer: str
+    count: int
+    total: Decimal
+
+    @property
+    def key(self) -> bytes:
+        return f"{self.group}:{self.consumer}".encode()
+
+    def to_json(self) -> bytes:
+        return json.dumps(
+            {"group": self.group, "consumer": self.consumer, "count": self.count, "total": str(self.total)}
+        ).encode()
+
+    @classmethod
+    def from_json(cls, value: bytes) -> ConsumerState:
+        fields = json.loads(value)
+        return cls(fields["group"], fields["consumer"], int(fields["count"]), Decimal(fields["total"]))
+
+    def aggregate(self) -> RunningAverage:
+        return RunningAverage(self.count, self.total)
+
+
 def aggregate_to_metadata(aggregate: RunningAverage) -> str:
     """The aggregate as the metadata of the offset committed with it (Kafka allows 4 KB)."""
     return json.dumps({"count": aggregate.count, "total": str(aggregate.total_price)})
@@ -84,19 +115,34 @@ def aggregate_from_metadata(metadata: str | None) -> RunningAverage | None:
 
 def read_states(bootstrap_servers: str, stats_topic: str, group: str) -> dict[PartitionKey, PartitionState]:
     """The latest committed snapshot of each partition the group has processed."""
-    latest: dict[PartitionKey, PartitionState] = {}
+    states = read_snapshots(bootstrap_servers, stats_topic, group)
+    return {(s.topic, s.partition): s for s in states if isinstance(s, PartitionState)}
+
+
+def read_consumer_states(bootstrap_servers: str, stats_topic: str, group: str) -> list[ConsumerState]:
+    """The latest snapshot of each share consumer process that worked in the group."""
+    return [s for s in read_snapshots(bootstrap_servers, stats_topic, group) if isinstance(s, ConsumerState)]
+
+
+def read_snapshots(
+    bootstrap_servers: str, stats_topic: str, group: str
+) -> list[PartitionState | ConsumerState]:
+    """The latest snapshot per key of the group's partitions and share consumers, in key order."""
+    latest: dict[bytes, PartitionState | ConsumerState] = {}
     for msg in read_topic(bootstrap_servers, stats_topic, config=STATS_TOPIC_CONFIG):
         value = msg.value()
         if value is None:
             continue
         try:
-            state = PartitionState.from_json(value)
+            fields = json.loads(value)
+            kind = ConsumerState if isinstance(fields, dict) and "consumer" in fields else PartitionState
+            state = kind.from_json(value)
         except (ValueError, KeyError, TypeError, ArithmeticError):
             print(f"warning: {stats_topic} offset {msg.offset()} is not a snapshot; ignored", file=sys.stderr)
             continue
         if state.group == group:
-            latest[(state.topic, state.partition)] = state
-    return latest
+            latest[state.key] = state
+    return [latest[key] for key in sorted(latest)]
 
 
 def combined(aggregates: list[RunningAverage]) -> RunningAverage:

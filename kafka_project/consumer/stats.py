@@ -1,7 +1,9 @@
-"""Show the exactly-once aggregate kept in orders-stats: each partition, and the global average.
+"""Show the aggregate kept in orders-stats: each partition (or share consumer), and the global average.
 
-The global average is the sum of the partitions' totals over the sum of their counts, as committed
-by consumers running with --exactly-once (read with isolation.level=read_committed).
+The global average is the sum of the totals over the sum of the counts: of the partitions, as
+committed by consumers running with --exactly-once (read with isolation.level=read_committed), or
+of the processes of a share group (share_consumer.py; at-least-once: an order a consumer counted
+just before it died is counted again by another).
 
 Examples:
   python kafka_project/consumer/stats.py
@@ -16,7 +18,7 @@ import sys
 
 from kafka_project.cli import add_env_flag, make_parser, parse_with_connection, run
 from kafka_project.cluster import partitions_with_open_transactions
-from kafka_project.consumer.state import combined, read_states
+from kafka_project.consumer.state import PartitionState, combined, read_snapshots
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -28,9 +30,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(args: argparse.Namespace) -> int:
-    states = sorted(
-        read_states(args.bootstrap_servers, args.stats_topic, args.group_id).values(),
-        key=lambda s: (s.topic, s.partition),
+    states = read_snapshots(args.bootstrap_servers, args.stats_topic, args.group_id)
+    states.sort(
+        key=lambda s: (s.topic, s.partition, "") if isinstance(s, PartitionState) else ("", -1, s.consumer)
     )
     total = combined([state.aggregate() for state in states])
     if open_partitions := partitions_with_open_transactions(args.bootstrap_servers, args.stats_topic):
@@ -47,17 +49,21 @@ def main(args: argparse.Namespace) -> int:
                     "count": total.count,
                     "total": str(total.total_price),
                     "avg": str(total.avg),
-                    "partitions": [json.loads(state.to_json()) for state in states],
+                    "partitions": [json.loads(s.to_json()) for s in states if isinstance(s, PartitionState)],
+                    "share_consumers": [
+                        json.loads(s.to_json()) for s in states if not isinstance(s, PartitionState)
+                    ],
                 }
             )
         )
         return 0
     for state in states:
         aggregate = state.aggregate()
-        print(
-            f"{state.topic} [{state.partition}]  count={aggregate.count}  total={aggregate.total_price}  "
-            f"avg={aggregate.avg}  next_offset={state.next_offset}"
-        )
+        figures = f"count={aggregate.count}  total={aggregate.total_price}  avg={aggregate.avg}"
+        if isinstance(state, PartitionState):
+            print(f"{state.topic} [{state.partition}]  {figures}  next_offset={state.next_offset}")
+        else:
+            print(f"share consumer {state.consumer}  {figures}")
     print(f"Global: count={total.count} total={total.total_price} avg={total.avg}")
     return 0
 

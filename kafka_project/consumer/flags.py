@@ -1,0 +1,41 @@
+"""The flags both consumers take: the simulated failures, the retry policy and when to stop."""
+
+from __future__ import annotations
+
+import argparse
+
+from kafka_project.cli import add_env_flag, env_default, fraction, non_negative, positive_int
+
+
+def add_processing_flags(parser: argparse.ArgumentParser, retry_backoff_help: str) -> None:
+    add_env_flag(parser, "--topic", "ORDERS_TOPIC", "orders", "topic to consume")
+    add_env_flag(parser, "--dlq-topic", "DLQ_TOPIC", "orders-dlq", "dead-letter topic")
+    add_env_flag(parser, "--stats-topic", "STATS_TOPIC", "orders-stats", "compacted topic of snapshots")
+    parser.add_argument(
+        "--failure-rate",
+        type=fraction,
+        default=env_default("FAILURE_RATE", "0.3"),  # a string default goes through `fraction` too
+        help="chance that one processing try fails (env FAILURE_RATE; default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-attempts",
+        type=positive_int,
+        default=3,
+        help="tries per order before it goes to the DLQ (default %(default)s)",
+    )
+    parser.add_argument(
+        "--retry-backoff",
+        type=non_negative(float),
+        default=0.1,
+        metavar="SECONDS",
+        help=f"{retry_backoff_help} (default %(default)s)",
+    )
+    parser.add_argument("--seed", type=int, default=None, help="make the simulated failures repeatable")
+    parser.add_argument(
+        "--idle-timeout",
+        type=non_negative(float),
+        default=None,
+        metavar="SECONDS",
+        help="exit after this long without a new record (default: run until Ctrl-C)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="print only the final summary")

@@ -1,0 +1,133 @@
+"""Consume orders in a share group (Kafka 4.2+, KIP-932): any number of consumers on one partition.
+
+The broker hands each record to one consumer of the group under a time-limited lock and counts its
+deliveries. An order that succeeds is counted, then accepted. A failed try releases the record
+(after --retry-backoff) and the broker delivers it again, to this or another consumer; at the
+--max-attempts-th delivery a failed order's DLQ copy is written (dlq.attempts: the delivery count)
+and the record is accepted once the broker acknowledged the copy. Poison goes to the DLQ at once.
+
+At-least-once, no transactions: the running average is this process's, and an order whose consumer
+died before its acceptance reached the broker is counted again elsewhere. Each consumer publishes
+its count and total to --stats-topic before it accepts them; stats.py --group-id GROUP adds them up.
+
+Examples:
+  python kafka_project/consumer/share_consumer.py --bootstrap-servers localhost:39092
+  python kafka_project/consumer/share_consumer.py --share-group order-workers --idle-timeout 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import threading
+import time
+import uuid
+from contextlib import closing
+
+from confluent_kafka import KafkaException, Producer, ShareConsumer
+
+from kafka_project.cli import (
+    add_env_flag,
+    add_wait_for_topics_flag,
+    make_parser,
+    order_codec,
+    parse_with_connection,
+    run,
+    silence_stdout,
+    stop_on_signals,
+)
+from kafka_project.cluster import client_config, refused_settings_text, wait_for_topics
+from kafka_project.consumer.flags import add_processing_flags
+from kafka_project.consumer.retry import RetryPolicy
+from kafka_project.consumer.share_group import prepare_share_group
+from kafka_project.consumer.share_processor import ShareProcessor
+from kafka_project.consumer.state import STATS_TOPIC_CONFIG
+from kafka_project.dlq.dlq_producer import DeadLetterPublisher, dlq_producer_config
+from kafka_project.dlq.headers import DLQ_TOPIC_CONFIG
+from kafka_project.errors import InvalidInputError
+
+POLL_TIMEOUT_S = 0.5
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = make_parser(__doc__)
+    add_processing_flags(
+        parser,
+        "after delivery k fails, hold the record k times this before releasing it (the broker "
+        "delivers a released record again at once)",
+    )
+    add_env_flag(parser, "--share-group", "KAFKA_SHARE_GROUP", "order-workers", "share group")
+    add_wait_for_topics_flag(parser, None, "until they exist, or --idle-timeout when given")
+    return parse_with_connection(parser, argv)
+
+
+def share_consumer_config(bootstrap_servers: str, group: str) -> dict:
+    # Explicit acknowledgement: a record is answered when it is done, not when the next poll runs.
+    return client_config(bootstrap_servers, **{"group.id": group, "share.acknowledgement.mode": "explicit"})
+
+
+def consume_until_stopped(
+    consumer: ShareConsumer, processor: ShareProcessor, args: argparse.Namespace, stop: threading.Event
+) -> None:
+    last_active = time.monotonic()
+    while not stop.is_set():
+        messages = list(consumer.poll(POLL_TIMEOUT_S))  # also sends the previous batch's answers
+        if messages:
+            last_active = time.monotonic()
+        elif args.idle_timeout is not None and time.monotonic() - last_active > args.idle_timeout:
+            return
+        processor.handle(messages, stop)
+
+
+def main(args: argparse.Namespace) -> int:
+    codec = order_codec(args)
+    stop = stop_on_signals()
+    limits = prepare_share_group(
+        args.bootstrap_servers, args.share_group, RetryPolicy(args.max_attempts, args.retry_backoff)
+    )
+    producer = Producer(dlq_producer_config(args.bootstrap_servers))  # DLQ copies and snapshots
+    wait_s = args.idle_timeout if args.wait_for_topics is None else args.wait_for_topics
+    configs = {args.dlq_topic: DLQ_TOPIC_CONFIG, args.stats_topic: STATS_TOPIC_CONFIG}
+    needed = [args.topic, args.dlq_topic, args.stats_topic]
+    if not wait_for_topics(producer, args.bootstrap_servers, needed, wait_s, stop, configs):
+        return 0
+    try:
+        consumer = ShareConsumer(share_consumer_config(args.bootstrap_servers, args.share_group))
+    except KafkaException as exc:
+        raise InvalidInputError(f"cannot create the share consumer: {refused_settings_text(exc)}") from None
+    consumer_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    processor = ShareProcessor(
+        consumer,
+        DeadLetterPublisher(producer, args.dlq_topic, args.share_group),
+        codec,
+        args,
+        consumer_id,
+        limits.lock_duration_s,
+    )
+    # close() sends the answers given so far and hands back the records without one.
+    with closing(consumer):
+        consumer.set_acknowledgement_commit_callback(processor.on_acknowledged)
+        consumer.subscribe([args.topic])
+        if not args.quiet:
+            print(
+                f"Starting Kafka share consumer {consumer_id}...\nSharing '{args.topic}' in share group "
+                f"'{args.share_group}' (deliveries per record: {limits.delivery_limit}, "
+                f"lock: {limits.lock_duration_s:g} s)\n"
+            )
+        try:
+            consume_until_stopped(consumer, processor, args, stop)
+        except BrokenPipeError:
+            silence_stdout()
+            raise
+        finally:
+            print(processor.summary())
+    return 0
+
+
+def cli() -> None:
+    run(lambda: main(parse_args()))
+
+
+if __name__ == "__main__":
+    cli()

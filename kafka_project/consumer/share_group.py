@@ -1,0 +1,110 @@
+"""A share group's settings on the broker (Kafka 4.2+): where a new group starts, what it reads,
+and the limits the share consumer must fit in.
+
+Share groups keep these settings on the broker, per group (kafka-configs --entity-type groups),
+falling back to the broker's group.share.* settings; a client cannot set them in its own config.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    ConfigSource,
+    ResourceType,
+)
+
+from kafka_project.cluster import client_config
+from kafka_project.consumer.retry import RetryPolicy
+from kafka_project.errors import InvalidInputError, UserError
+
+# What the classic consumer sets in its own config (auto.offset.reset=earliest, read_committed), set
+# on the group when the group has not chosen otherwise: Kafka's defaults are latest, read_uncommitted.
+GROUP_SETTINGS = {"share.auto.offset.reset": "earliest", "share.isolation.level": "read_committed"}
+DELIVERY_LIMIT = "share.delivery.count.limit"
+LOCK_DURATION = "share.record.lock.duration.ms"
+ADMIN_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class ShareGroupLimits:
+    delivery_limit: int  # deliveries of a record; one that ends unanswered after the last archives it
+    lock_duration_s: float  # how long a consumer holds a delivered record before it goes elsewhere
+
+
+def prepare_share_group(bootstrap_servers: str, group: str, policy: RetryPolicy) -> ShareGroupLimits:
+    """Set GROUP_SETTINGS where the group has none of its own, and refuse limits the retries do not fit in."""
+    admin = AdminClient(client_config(bootstrap_servers))
+    configs = describe_group(admin, bootstrap_servers, group)
+    unset = {
+        name: value
+        for name, value in GROUP_SETTINGS.items()
+        if name in configs and configs[name].source != ConfigSource.GROUP_CONFIG.value
+    }
+    if unset:
+        set_group_configs(admin, group, unset)
+    limits = ShareGroupLimits(int(configs[DELIVERY_LIMIT].value), int(configs[LOCK_DURATION].value) / 1000)
+    check_limits(limits, policy, group, bootstrap_servers)
+    return limits
+
+
+def describe_group(admin: AdminClient, bootstrap_servers: str, group: str) -> dict:
+    resource = ConfigResource(ResourceType.GROUP, group)
+    try:
+        configs = admin.describe_configs([resource], request_timeout=ADMIN_TIMEOUT_S)[resource].result()
+    except KafkaException as exc:
+        raise UserError(
+            f"cannot read share group {group}'s settings from {bootstrap_servers} ({exc.args[0].str()}); "
+            "share groups need Kafka 4.2 or later (bin/kafka-local --kraft start)"
+        ) from None
+    if DELIVERY_LIMIT not in configs or LOCK_DURATION not in configs:
+        raise UserError(
+            f"the broker at {bootstrap_servers} does not serve share groups (Kafka 4.2 or later does)"
+        )
+    return configs
+
+
+def set_group_configs(admin: AdminClient, group: str, settings: dict[str, str]) -> None:
+    entries = [
+        ConfigEntry(name, value, incremental_operation=AlterConfigOpType.SET)
+        for name, value in settings.items()
+    ]
+    resource = ConfigResource(ResourceType.GROUP, group, incremental_configs=entries)
+    try:
+        admin.incremental_alter_configs([resource], request_timeout=ADMIN_TIMEOUT_S)[resource].result()
+    except KafkaException as exc:
+        wanted = ",".join(f"{name}={value}" for name, value in settings.items())
+        raise UserError(
+            f"cannot set {wanted} on share group {group} ({exc.args[0].str()}); set them with "
+            f"'bin/kafka-configs --alter --entity-type groups --entity-name {group} --add-config {wanted}'"
+        ) from None
+
+
+def check_limits(limits: ShareGroupLimits, policy: RetryPolicy, group: str, bootstrap_servers: str) -> None:
+    """The broker archives (drops, keeping no copy) a record whose last allowed delivery ends without
+    an answer: released, or its lock expired because its consumer died. The consumer answers every
+    delivery from the --max-attempts-th on with a count or a DLQ copy, so one delivery beyond
+    --max-attempts must be left for a final try cut short (a crash, a Ctrl-C)."""
+    if limits.delivery_limit <= policy.max_attempts:
+        fix = (
+            f"'bin/kafka-configs --bootstrap-server {bootstrap_servers} --alter --entity-type groups "
+            f"--entity-name {group} --add-config {DELIVERY_LIMIT}={policy.max_attempts + 1}'"
+        )
+        raise InvalidInputError(
+            f"share group {group} delivers a record at most {limits.delivery_limit} times "
+            f"({DELIVERY_LIMIT}); --max-attempts {policy.max_attempts} needs at least "
+            f"{policy.max_attempts + 1}, or a try cut short at the last delivery loses the order: "
+            f"lower --max-attempts, or raise the limit with {fix}"
+        )
+    longest_hold_s = policy.delay_after(policy.max_attempts - 1)
+    if longest_hold_s > limits.lock_duration_s / 2:
+        raise InvalidInputError(
+            f"--retry-backoff {policy.backoff_s} holds a failed record up to {longest_hold_s:g} s before "
+            f"releasing it; share group {group} locks a record for {limits.lock_duration_s:g} s "
+            f"({LOCK_DURATION}): keep the hold under half of that"
+        )
