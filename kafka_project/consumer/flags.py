@@ -18,6 +18,14 @@ def add_processing_flags(parser: argparse.ArgumentParser, retry_backoff_help: st
         help="chance that one processing try fails (env FAILURE_RATE; default %(default)s)",
     )
     parser.add_argument(
+        "--work-time",
+        type=non_negative(float),
+        default=0.0,
+        metavar="SECONDS",
+        help="time each processing try takes (a payment or stock call in a real service; "
+        "default %(default)s)",
+    )
+    parser.add_argument(
         "--max-attempts",
         type=positive_int,
         default=3,

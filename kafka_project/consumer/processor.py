@@ -57,7 +57,7 @@ class OrderProcessor:
         self.consumer = consumer
         self.dlq = dlq
         self.codec = codec
-        self.failures = SimulatedFailures(args.failure_rate, args.seed)
+        self.failures = SimulatedFailures(args.failure_rate, args.seed, work_s=args.work_time)
         self.policy = RetryPolicy(args.max_attempts, args.retry_backoff)
         self.schedule = RetrySchedule()
         self.registry_wait = RegistryWait()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import time
 from dataclasses import dataclass, field
 
 
@@ -14,13 +15,17 @@ class TemporaryProcessingError(Exception):
 @dataclass
 class SimulatedFailures:
     """Fails a try with probability `rate`. With a seed, whether try k of an order fails depends
-    only on the seed, the orderId and k: repeatable whatever order the tries run in."""
+    only on the seed, the orderId and k: repeatable whatever order the tries run in. Each try
+    takes `work_s` (the payment or stock call of a real service; 0 by default)."""
 
     rate: float
     seed: int | None = None
     rng: random.Random = field(default_factory=random.Random)
+    work_s: float = 0.0
 
     def maybe_fail(self, order_id: str, attempt: int) -> None:
+        if self.work_s:
+            time.sleep(self.work_s)
         if self.rate and self.draw(order_id, attempt) < self.rate:
             raise TemporaryProcessingError("Temporary processing failure")
 

@@ -48,6 +48,12 @@ from kafka_project.dlq.headers import DLQ_TOPIC_CONFIG
 from kafka_project.errors import InvalidInputError
 
 POLL_TIMEOUT_S = 0.5
+# Settings that differ from librdkafka's defaults; --config may override them.
+SHARE_CONSUMER_TUNING = {
+    # A batch is answered after its last record: smaller batches are answered sooner and leave more
+    # records to the other consumers. Best effort: the broker hands out whole producer batches.
+    "max.poll.records": 100,
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -64,7 +70,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def share_consumer_config(bootstrap_servers: str, group: str) -> dict:
     # Explicit acknowledgement: a record is answered when it is done, not when the next poll runs.
-    return client_config(bootstrap_servers, **{"group.id": group, "share.acknowledgement.mode": "explicit"})
+    settings = client_config(
+        bootstrap_servers, **{"group.id": group, "share.acknowledgement.mode": "explicit"}
+    )
+    return {**SHARE_CONSUMER_TUNING, **settings}
 
 
 def consume_until_stopped(

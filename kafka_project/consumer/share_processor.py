@@ -70,7 +70,7 @@ class ShareProcessor:
         lock_duration_s: float,
     ) -> None:
         self.consumer, self.dlq, self.codec = consumer, dlq, codec
-        self.failures = SimulatedFailures(args.failure_rate, args.seed)
+        self.failures = SimulatedFailures(args.failure_rate, args.seed, work_s=args.work_time)
         self.policy = RetryPolicy(args.max_attempts, args.retry_backoff)
         self.stats_topic = args.stats_topic
         # A registry outage is not the record's fault: its next delivery waits half a lock, so that

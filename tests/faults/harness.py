@@ -22,18 +22,19 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from kafka_project.cluster import partitions_with_open_transactions, read_topic
 from kafka_project.consumer.state import combined, read_states
 from kafka_project.dlq.headers import DLQ_TOPIC_CONFIG
-from kafka_project.order_codec import OrderCodec, OrderDecodeError
+from kafka_project.order_codec import Order, OrderCodec, OrderDecodeError
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = {
     "producer": REPO / "kafka_project/producer/producer.py",
     "consumer": REPO / "kafka_project/consumer/consumer.py",
+    "share_consumer": REPO / "kafka_project/consumer/share_consumer.py",
 }
 KAFKA_PORT = 19092
 BROKER_ENV = {
@@ -157,8 +158,10 @@ class Run:
         partitions: int = 1,
         orders_config: dict[str, str] | None = None,
         group_protocol: str = "classic",
+        share: bool = False,
     ) -> None:
         self.scenario, self.mode = scenario, mode
+        self.share = share  # the consumers are share_consumer.py, in share group self.group
         self.group_protocol = group_protocol  # the consumers' --group-protocol
         self.bootstrap = broker.bootstrap
         suffix = uuid.uuid4().hex[:8]
@@ -222,21 +225,20 @@ class Run:
             self.dlq,
             "--stats-topic",
             self.stats,
-            "--group-id",
+            "--share-group" if self.share else "--group-id",
             self.group,
             "--failure-rate",
             str(failure_rate),
             "--retry-backoff",
             str(backoff),
-            "--group-protocol",
-            self.group_protocol,
+            *([] if self.share else ["--group-protocol", self.group_protocol]),
             *extra,
         ]
         if (mode or self.mode) == "exactly-once":
             args.append("--exactly-once")
         log = self.workdir / f"consumer-{len(self.consumer_logs)}.log"
         self.consumer_logs.append(log)
-        return self._spawn("consumer", args, log, stdout)
+        return self._spawn("share_consumer" if self.share else "consumer", args, log, stdout)
 
     def run_consumer_to_end(self, idle_timeout: float = 8, **kwargs: Any) -> None:
         """A consumer that stays until it has seen nothing new for idle_timeout seconds."""
@@ -294,7 +296,7 @@ class Run:
         to_count = {coords: order for coords, order in orders.items() if coords not in dead_coords}
         dlq_repeats = sum(n - 1 for n in dead_coords.values())
         lost_poison = len(poison - set(dead_coords))
-        if not self.fully_committed(records):
+        if not self.share and not self.fully_committed(records):  # a share group commits no offsets
             self.notes.append("committed offsets short of the end")
         acknowledged = producer_acknowledged(self.read("producer-*.log"))
         if len(records) < acknowledged:
@@ -346,6 +348,42 @@ class Run:
             consumer.close()
         # Under exactly-once the last offset can be a transaction marker, one past the last record.
         return all(tp.offset >= ends[tp.partition] for tp in committed)
+
+
+def all_in_dlq(run: Run) -> Row:
+    """The check for runs where every order fails for good: each one must reach the DLQ."""
+    row = run.check()
+    if row.in_dlq != row.produced:
+        row.notes.append(f"{row.produced - (row.in_dlq or 0)} orders never reached the DLQ")
+        row.exact = False
+    return row
+
+
+def poison_values() -> list[bytes | None]:
+    """Eight kinds of record that are not valid orders."""
+    valid = codec.encode(Order("ORD-P-1", "Tablet", Decimal("10.00")))
+    return [
+        b"\x8f" * 40,  # random-looking bytes
+        b"",  # empty value
+        None,  # null value (tombstone)
+        valid[:-3],  # truncated record
+        b"\xc3\x01" + b"\x11" * 8 + valid[10:],  # another schema's fingerprint
+        codec.encode(Order("ORD-P-NEG", "Tablet", Decimal("-1.00"))),  # negative price
+        codec.encode(Order("ORD-P-BIG", "Tablet", Decimal("9999999.00"))),  # absurd price
+        valid.replace(b"Tablet", b"Tab\xfe\xfft"),  # not UTF-8
+    ]
+
+
+def produce_with_poison(run: Run, orders: int) -> int:
+    """Half the orders, the poison, the other half; how many poison records."""
+    poison = poison_values()
+    producer = Producer({"bootstrap.servers": run.bootstrap})
+    run.produce(orders // 2, seed=1)
+    for value in poison:
+        producer.produce(run.orders, value=value)
+    assert producer.flush(30) == 0
+    run.produce(orders - orders // 2, seed=2)
+    return len(poison)
 
 
 # "Received order: {'orderId': 'X', ...", or "... (orderId X)" on a line about another order than the last

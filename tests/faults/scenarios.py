@@ -11,16 +11,24 @@ import subprocess
 import time
 from collections import Counter
 from collections.abc import Sequence
-from decimal import Decimal
 from pathlib import Path
 
 from confluent_kafka import Producer
 
 from kafka_project.cluster import read_topic
-from kafka_project.order_codec import Order
 
 from .cluster_scenarios import CLUSTER_SCENARIOS
-from .harness import REPO, FaultBroker, Row, Run, Scenario, codec, sent_order_ids
+from .harness import (
+    REPO,
+    FaultBroker,
+    Row,
+    Run,
+    Scenario,
+    all_in_dlq,
+    produce_with_poison,
+    sent_order_ids,
+)
+from .share_scenarios import SHARE_SCENARIOS
 
 # Scenario names for the consumers' --group-protocol
 SUFFIX = {"classic": "", "classic-cooperative": "-cooperative", "consumer": "-kip848"}
@@ -65,15 +73,6 @@ def broker_killed(which: str) -> Scenario:
 INTERRUPTED = (130, -signal.SIGINT)
 
 
-def all_in_dlq(run: Run) -> Row:
-    """The check for runs where every order fails for good: each one must reach the DLQ."""
-    row = run.check()
-    if row.in_dlq != row.produced:
-        row.notes.append(f"{row.produced - (row.in_dlq or 0)} orders never reached the DLQ")
-        row.exact = False
-    return row
-
-
 def dlq_write_during_outage(broker: FaultBroker, mode: str, orders: int, workdir: Path) -> Row:
     """Every order fails for good, and the broker dies while their DLQ copies are being written."""
     run = Run(broker, "dlq-write-broker-down", mode, workdir)
@@ -93,30 +92,14 @@ def dlq_write_during_outage(broker: FaultBroker, mode: str, orders: int, workdir
 
 def poison_records(broker: FaultBroker, mode: str, orders: int, workdir: Path) -> Row:
     run = Run(broker, "poison-8-kinds", mode, workdir)
-    valid = codec.encode(Order("ORD-P-1", "Tablet", Decimal("10.00")))
-    poison = [
-        b"\x8f" * 40,  # random-looking bytes
-        b"",  # empty value
-        None,  # null value (tombstone)
-        valid[:-3],  # truncated record
-        b"\xc3\x01" + b"\x11" * 8 + valid[10:],  # another schema's fingerprint
-        codec.encode(Order("ORD-P-NEG", "Tablet", Decimal("-1.00"))),  # negative price
-        codec.encode(Order("ORD-P-BIG", "Tablet", Decimal("9999999.00"))),  # absurd price
-        valid.replace(b"Tablet", b"Tab\xfe\xfft"),  # not UTF-8
-    ]
-    producer = Producer({"bootstrap.servers": run.bootstrap})
-    run.produce(orders // 2, seed=1)
-    for value in poison:
-        producer.produce(run.orders, value=value)
-    assert producer.flush(30) == 0
-    run.produce(orders - orders // 2, seed=2)
+    poison = produce_with_poison(run, orders)
     run.run_consumer_to_end()
     row = run.check()
     headers = [dict(msg.headers()) for msg in read_topic(run.bootstrap, run.dlq)]
     attempts = Counter(
         h["dlq.attempts"] for h in headers if h["dlq.error.type"] != b"TemporaryProcessingError"
     )
-    if attempts != Counter({b"0": len(poison)}):
+    if attempts != Counter({b"0": poison}):
         row.notes.append(f"poison DLQ records by attempts: {dict(attempts)}")
         row.exact = False
     return row
@@ -366,11 +349,16 @@ SUITES: dict[str, dict[str, Scenario]] = {
         "rebalance-during-retries-kip848": rebalance_during_retries("consumer"),
         "scale-out-3-consumers-1-killed-kip848": scale_out_one_killed("consumer"),
         "consumer-paused-13s-x3-kip848": consumer_paused("consumer"),
+        **SHARE_SCENARIOS,
     },
 }
 # Scenarios that set their modes themselves, and the one mode a scenario applies to.
 MODE_INDEPENDENT = {"producer-sigint", "switch-to-exactly-once"}
-ONLY_MODE = {"offsets-reset": "exactly-once", "transaction-coordinator-sigkill": "exactly-once"}
+ONLY_MODE = {
+    "offsets-reset": "exactly-once",
+    "transaction-coordinator-sigkill": "exactly-once",
+    **{name: "at-least-once" for name in SHARE_SCENARIOS},  # share groups have no transactions
+}
 
 
 def modes_of(name: str, modes: Sequence[str]) -> list[str]:

@@ -1,14 +1,11 @@
 """The riskiest scenarios on the production shapes, at a small size: three replicated ZooKeeper-mode
 brokers, three Kafka 4 KRaft nodes (KIP-848 rebalances among them); the cooperative protocol and
 the KIP-848 refusal run on the single broker in test_faults.py. Each shape is started once, in
-turn (they share the suite's ports). The full matrix with its table:
+turn (they share the suite's ports; conftest.py's `cluster` fixture switches). The full matrix with its table:
 `python -m tests.faults.run --shape all`."""
-
-from collections.abc import Callable, Iterator
 
 import pytest
 
-from .harness import FaultBroker
 from .scenarios import SUITES
 
 ORDERS = 150
@@ -19,24 +16,6 @@ CASES = [
     ("kraft-three", "active-controller-sigkill", "exactly-once"),
     ("kraft-three", "rebalance-during-retries-kip848", "exactly-once"),
 ]
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Callable[[str], FaultBroker]]:
-    running: dict[str, FaultBroker] = {}
-
-    def shape(name: str) -> FaultBroker:
-        if name not in running:
-            for other in running.values():
-                other.stop()
-            running.clear()
-            running[name] = FaultBroker(name)
-            running[name].start()
-        return running[name]
-
-    yield shape
-    for broker in running.values():
-        broker.stop()
 
 
 @pytest.mark.parametrize(("shape", "scenario", "mode"), CASES, ids=["-".join(case) for case in CASES])

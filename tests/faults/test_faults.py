@@ -5,18 +5,10 @@ The full-size run with its table is `python -m tests.faults.run`.
 
 import pytest
 
-from .harness import MODES, FaultBroker, Run
+from .harness import MODES, Run
 from .scenarios import SCENARIOS, modes_of
 
 ORDERS = 200
-
-
-@pytest.fixture(scope="module")
-def fault_broker():
-    broker = FaultBroker()
-    broker.start()
-    yield broker
-    broker.stop()
 
 
 # Every single-broker scenario with the default group protocol, both modes; of the cooperative

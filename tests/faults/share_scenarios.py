@@ -1,0 +1,164 @@
+"""Share-group scenarios (Kafka 4, KIP-932): share_consumer.py, several consumers on one partition.
+
+At-least-once only (share groups have no transactions). Besides the suite's check (every order
+counted or dead-lettered, none lost), each scenario checks what share groups promise: every
+consumer got work, a killed consumer's records go to the others, the DLQ holds each failed record
+once, byte for byte, with the delivery count as its attempts.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter
+from decimal import Decimal
+from pathlib import Path
+
+from confluent_kafka.admin import AdminClient
+
+from kafka_project.cluster import read_topic
+from kafka_project.consumer.retry import SimulatedFailures
+from kafka_project.consumer.share_group import set_group_configs
+from kafka_project.consumer.state import combined, read_consumer_states
+
+from .harness import (
+    FaultBroker,
+    Row,
+    Run,
+    Scenario,
+    all_in_dlq,
+    codec,
+    produce_with_poison,
+    successful_order_ids,
+)
+
+SEED = 7  # every consumer draws the same failures for an order: the DLQ's content is known
+# A share consumer that keeps up alone gets every record, and the broker hands out whole producer
+# batches: the orders stream in one or two per batch, faster than one consumer whose tries take
+# 5 ms can process them, so that all three have work.
+WORK = ("--seed", str(SEED), "--work-time", "0.005")
+RECEIVED = re.compile(r"^Received order: \{'orderId': '([^']+)'", flags=re.MULTILINE)
+MOVED = re.compile(r"^Moved to DLQ: orderId (\S+)", flags=re.MULTILINE)
+SUMMARY = re.compile(r"^Summary: processed=(\d+) dlq=(\d+)", flags=re.MULTILINE)
+
+
+def dead_letters(run: Run) -> list:
+    return list(read_topic(run.bootstrap, run.dlq, timeout_s=120))
+
+
+def check_dlq_copies(run: Run, row: Row, orders_attempts: bytes) -> None:
+    """Each DLQ record is its original's key and value, byte for byte; orders carry
+    `orders_attempts` deliveries, poison 0."""
+    originals = {(m.partition(), m.offset()): m for m in read_topic(run.bootstrap, run.orders, timeout_s=120)}
+    for copy in dead_letters(run):
+        headers = dict(copy.headers())
+        original = originals[(int(headers["dlq.original.partition"]), int(headers["dlq.original.offset"]))]
+        if (copy.key(), copy.value()) != (original.key(), original.value()):
+            row.notes.append(f"DLQ copy of offset {original.offset()} differs from the original")
+        poison = headers["dlq.error.type"] != b"TemporaryProcessingError"
+        if headers["dlq.attempts"] != (b"0" if poison else orders_attempts):
+            row.notes.append(f"offset {original.offset()}: dlq.attempts {headers['dlq.attempts']!r}")
+    if row.notes:
+        row.exact = False
+
+
+def check_combined_figure(run: Run, row: Row, at_least_once: bool) -> None:
+    """stats.py's figure (the consumers' snapshots added up) against the orders that were counted."""
+    states = read_consumer_states(run.bootstrap, run.stats, run.group)
+    total = combined([state.aggregate() for state in states])
+    row.figures.append(f"combined figure: {total.count} orders over {len(states)} consumers")
+    dead = {int(dict(m.headers())["dlq.original.offset"]) for m in dead_letters(run)}
+    counted = [
+        codec.decode(m.value()) for m in read_topic(run.bootstrap, run.orders) if m.offset() not in dead
+    ]
+    expected = sum((order.price for order in counted), Decimal("0.00"))
+    if total.count < len(counted) or (
+        not at_least_once and (total.count, total.total_price) != (len(counted), expected)
+    ):
+        row.notes.append(
+            f"combined {total.count} orders, {total.total_price}; expected {len(counted)}, {expected}"
+        )
+        row.exact = False
+
+
+def share_three_consumers(broker: FaultBroker, mode: str, orders: int, workdir: Path) -> Row:
+    """Three share consumers on one partition: all three do work, the DLQ holds exactly the orders
+    that failed three times."""
+    run = Run(broker, "share-3-consumers-1-partition", mode, workdir, share=True)
+    consumers = [run.start_consumer("--idle-timeout", "10", *WORK) for _ in range(3)]
+    producer = run.start_producer(orders, interval=0.002)
+    for process in [producer, *consumers]:
+        if process.wait(300) != 0:
+            run.notes.append(f"{process.args[2]} exited {process.returncode}")
+    row = run.check()
+    work = [sum(map(int, SUMMARY.findall(log.read_text())[-1])) for log in run.consumer_logs]
+    row.figures.append(f"records done per consumer: {work}")
+    if not all(work):
+        row.notes.append(f"a consumer did no work: {work}")
+    sent = re.findall(r"^Sent order: \{'orderId': '([^']+)'", run.read("producer-*.log"), flags=re.MULTILINE)
+    failures = SimulatedFailures(0.3, SEED)
+    expected_dead = {i for i in sent if all(failures.draw(i, k) < 0.3 for k in (1, 2, 3))}
+    dead = set(MOVED.findall(run.read("consumer-*.log")))
+    if dead != expected_dead:
+        row.notes.append(f"dead-lettered {len(dead)} orders, expected {len(expected_dead)}")
+    row.exact = row.exact and not row.notes and row.counted_twice == 0
+    check_dlq_copies(run, row, orders_attempts=b"3")
+    check_combined_figure(run, row, at_least_once=False)
+    return row
+
+
+def share_consumer_killed(broker: FaultBroker, mode: str, orders: int, workdir: Path) -> Row:
+    """SIGKILL one of three share consumers in the middle of a batch (answered only once the whole
+    batch is decided): the records it held come back when their lock expires (5 s here), to the others."""
+    run = Run(broker, "share-consumer-sigkill", mode, workdir, share=True)
+    admin = AdminClient({"bootstrap.servers": run.bootstrap})
+    set_group_configs(admin, run.group, {"share.record.lock.duration.ms": "5000"})
+    victim = run.start_consumer("--idle-timeout", "20", *WORK)
+    others = [run.start_consumer("--idle-timeout", "20", *WORK) for _ in range(2)]
+    producer = run.start_producer(orders, interval=0.002)
+    run.wait_for_output("Received order", 20, logs="consumer-0.log")
+    run.kill(victim)
+    killed_at = time.monotonic()
+    for process in [producer, *others]:
+        if process.wait(300) != 0:
+            run.notes.append(f"{process.args[2]} exited {process.returncode}")
+    row = run.check()
+    victim_log = run.consumer_logs[0].read_text()
+    unanswered = set(RECEIVED.findall(victim_log)) - set(successful_order_ids(victim_log))
+    others_done = set(successful_order_ids(run.read("consumer-[12].log"))) | set(
+        MOVED.findall(run.read("consumer-[12].log"))
+    )
+    taken_over = unanswered & others_done
+    row.figures.append(
+        f"held by the killed consumer and done by the others: {len(taken_over)}; "
+        f"others finished {time.monotonic() - killed_at:.1f} s after the kill"
+    )
+    if not taken_over:
+        row.notes.append("none of the killed consumer's records was done by the others")
+        row.exact = False
+    check_combined_figure(run, row, at_least_once=True)
+    return row
+
+
+def share_poison_and_failing(broker: FaultBroker, mode: str, orders: int, workdir: Path) -> Row:
+    """Poison and orders that fail every try, two share consumers: each in the DLQ once."""
+    run = Run(broker, "share-poison-always-failing", mode, workdir, share=True)
+    poison = produce_with_poison(run, orders)
+    consumers = [run.start_consumer("--idle-timeout", "10", failure_rate=1.0) for _ in range(2)]
+    for process in consumers:
+        if process.wait(300) != 0:
+            run.notes.append(f"a consumer exited {process.returncode}")
+    row = all_in_dlq(run)
+    kinds = Counter(dict(m.headers())["dlq.error.type"] for m in dead_letters(run))
+    row.figures.append(f"DLQ by error type: { {k.decode(): n for k, n in kinds.items()} }")
+    if kinds.total() - kinds[b"TemporaryProcessingError"] != poison:
+        row.notes.append(f"DLQ by error type {dict(kinds)}, expected {poison} poison records")
+    check_dlq_copies(run, row, orders_attempts=b"3")
+    return row
+
+
+SHARE_SCENARIOS: dict[str, Scenario] = {
+    "share-3-consumers-1-partition": share_three_consumers,
+    "share-consumer-sigkill": share_consumer_killed,
+    "share-poison-always-failing": share_poison_and_failing,
+}
