@@ -20,10 +20,12 @@ from __future__ import annotations
 import argparse
 import os
 import socket
+import sys
 import threading
 import time
 import uuid
-from contextlib import closing
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from confluent_kafka import KafkaException, Producer, ShareConsumer
 
@@ -45,9 +47,12 @@ from kafka_project.consumer.share_processor import ShareProcessor
 from kafka_project.consumer.state import STATS_TOPIC_CONFIG
 from kafka_project.dlq.dlq_producer import DeadLetterPublisher, dlq_producer_config
 from kafka_project.dlq.headers import DLQ_TOPIC_CONFIG
-from kafka_project.errors import InvalidInputError
+from kafka_project.errors import InvalidInputError, UserError
 
 POLL_TIMEOUT_S = 0.5
+# A new member gets its partitions in a heartbeat response, the first or (measured here) the second.
+JOIN_HEARTBEATS = 2
+CLOSE_TIMEOUT_S = 30.0
 # Settings that differ from librdkafka's defaults; --config may override them.
 SHARE_CONSUMER_TUNING = {
     # A batch is answered after its last record: smaller batches are answered sooner and leave more
@@ -77,16 +82,50 @@ def share_consumer_config(bootstrap_servers: str, group: str) -> dict:
 
 
 def consume_until_stopped(
-    consumer: ShareConsumer, processor: ShareProcessor, args: argparse.Namespace, stop: threading.Event
+    consumer: ShareConsumer,
+    processor: ShareProcessor,
+    args: argparse.Namespace,
+    stop: threading.Event,
+    joining_s: float,
 ) -> None:
-    last_active = time.monotonic()
+    # A share consumer calls no rebalance callback: the first joining_s are taken as joining, not idleness.
+    last_active = time.monotonic() + joining_s
     while not stop.is_set():
-        messages = list(consumer.poll(POLL_TIMEOUT_S))  # also sends the previous batch's answers
+        try:
+            messages = list(consumer.poll(POLL_TIMEOUT_S))  # also sends the previous batch's answers
+        except KafkaException as exc:
+            raise UserError(f"Kafka share consumer failed: {exc.args[0].str()}") from None
         if messages:
             last_active = time.monotonic()
         elif args.idle_timeout is not None and time.monotonic() - last_active > args.idle_timeout:
             return
         processor.handle(messages, stop)
+
+
+@contextmanager
+def closing_share_consumer(consumer: ShareConsumer) -> Iterator[ShareConsumer]:
+    """close() sends the answers given so far and hands back the records without one, whatever
+    happened. It runs on a thread of its own, waited for CLOSE_TIMEOUT_S: librdkafka's share
+    consumer is a preview, and once here its close() did not return (the records it still held
+    come back after their lock, as after a crash)."""
+    try:
+        yield consumer
+    finally:
+        errors: list[KafkaException] = []
+
+        def close() -> None:
+            try:
+                consumer.close()
+            except KafkaException as exc:
+                errors.append(exc)
+
+        closer = threading.Thread(target=close, daemon=True)
+        closer.start()
+        closer.join(CLOSE_TIMEOUT_S)
+        if closer.is_alive():
+            print(f"kafka: the share consumer did not close within {CLOSE_TIMEOUT_S:.0f} s", file=sys.stderr)
+        for exc in errors:
+            print(f"kafka: closing the share consumer: {exc.args[0].str()}", file=sys.stderr)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -114,8 +153,7 @@ def main(args: argparse.Namespace) -> int:
         consumer_id,
         limits.lock_duration_s,
     )
-    # close() sends the answers given so far and hands back the records without one.
-    with closing(consumer):
+    with closing_share_consumer(consumer):
         consumer.set_acknowledgement_commit_callback(processor.on_acknowledged)
         consumer.subscribe([args.topic])
         if not args.quiet:
@@ -125,7 +163,7 @@ def main(args: argparse.Namespace) -> int:
                 f"lock: {limits.lock_duration_s:g} s)\n"
             )
         try:
-            consume_until_stopped(consumer, processor, args, stop)
+            consume_until_stopped(consumer, processor, args, stop, JOIN_HEARTBEATS * limits.heartbeat_s)
         except BrokenPipeError:
             silence_stdout()
             raise

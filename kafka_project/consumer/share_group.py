@@ -28,6 +28,7 @@ from kafka_project.errors import InvalidInputError, UserError
 GROUP_SETTINGS = {"share.auto.offset.reset": "earliest", "share.isolation.level": "read_committed"}
 DELIVERY_LIMIT = "share.delivery.count.limit"
 LOCK_DURATION = "share.record.lock.duration.ms"
+HEARTBEAT_INTERVAL = "share.heartbeat.interval.ms"
 ADMIN_TIMEOUT_S = 30.0
 
 
@@ -35,6 +36,7 @@ ADMIN_TIMEOUT_S = 30.0
 class ShareGroupLimits:
     delivery_limit: int  # deliveries of a record; one that ends unanswered after the last archives it
     lock_duration_s: float  # how long a consumer holds a delivered record before it goes elsewhere
+    heartbeat_s: float  # a member learns of its partitions in a heartbeat: joining takes one or two
 
 
 def prepare_share_group(bootstrap_servers: str, group: str, policy: RetryPolicy) -> ShareGroupLimits:
@@ -48,7 +50,11 @@ def prepare_share_group(bootstrap_servers: str, group: str, policy: RetryPolicy)
     }
     if unset:
         set_group_configs(admin, group, unset)
-    limits = ShareGroupLimits(int(configs[DELIVERY_LIMIT].value), int(configs[LOCK_DURATION].value) / 1000)
+    limits = ShareGroupLimits(
+        int(configs[DELIVERY_LIMIT].value),
+        int(configs[LOCK_DURATION].value) / 1000,
+        int(configs[HEARTBEAT_INTERVAL].value) / 1000,
+    )
     check_limits(limits, policy, group, bootstrap_servers)
     return limits
 
@@ -62,7 +68,7 @@ def describe_group(admin: AdminClient, bootstrap_servers: str, group: str) -> di
             f"cannot read share group {group}'s settings from {bootstrap_servers} ({exc.args[0].str()}); "
             "share groups need Kafka 4.2 or later (bin/kafka-local --kraft start)"
         ) from None
-    if DELIVERY_LIMIT not in configs or LOCK_DURATION not in configs:
+    if not {DELIVERY_LIMIT, LOCK_DURATION, HEARTBEAT_INTERVAL} <= set(configs):
         raise UserError(
             f"the broker at {bootstrap_servers} does not serve share groups (Kafka 4.2 or later does)"
         )
