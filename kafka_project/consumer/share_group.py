@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import (
     AdminClient,
     AlterConfigOpType,
@@ -30,6 +30,10 @@ DELIVERY_LIMIT = "share.delivery.count.limit"
 LOCK_DURATION = "share.record.lock.duration.ms"
 HEARTBEAT_INTERVAL = "share.heartbeat.interval.ms"
 ADMIN_TIMEOUT_S = 30.0
+NO_SHARE_GROUPS = (
+    "the broker at {} does not serve share groups: they need Kafka 4.2 or later "
+    "(bin/kafka-local --kraft start)"
+)
 
 
 @dataclass(frozen=True)
@@ -64,9 +68,10 @@ def describe_group(admin: AdminClient, bootstrap_servers: str, group: str) -> di
     try:
         configs = admin.describe_configs([resource], request_timeout=ADMIN_TIMEOUT_S)[resource].result()
     except KafkaException as exc:
+        if exc.args[0].code() in (KafkaError.INVALID_REQUEST, KafkaError.UNSUPPORTED_VERSION):
+            raise UserError(NO_SHARE_GROUPS.format(bootstrap_servers)) from None
         raise UserError(
-            f"cannot read share group {group}'s settings from {bootstrap_servers} ({exc.args[0].str()}); "
-            "share groups need Kafka 4.2 or later (bin/kafka-local --kraft start)"
+            f"cannot read share group {group}'s settings from {bootstrap_servers}: {exc.args[0].str()}"
         ) from None
     if not {DELIVERY_LIMIT, LOCK_DURATION, HEARTBEAT_INTERVAL} <= set(configs):
         raise UserError(

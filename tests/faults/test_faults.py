@@ -48,3 +48,12 @@ def test_kip848_on_a_broker_without_it_is_one_clear_line(fault_broker, tmp_path)
     output = run.read("consumer-*.log")
     assert "error: the broker at localhost:19092 does not support --group-protocol consumer" in output
     assert "Traceback" not in output
+
+
+def test_share_groups_on_a_broker_without_them_is_one_clear_line(fault_broker, tmp_path):
+    run = Run(fault_broker, "share-refused", "at-least-once", tmp_path, share=True)
+    consumer = run.start_consumer("--idle-timeout", "10")  # Kafka 3.9 has no share groups
+    assert consumer.wait(60) == 1
+    output = run.read("consumer-*.log")
+    assert "error: the broker at localhost:19092 does not serve share groups" in output
+    assert "Traceback" not in output

@@ -34,6 +34,7 @@ SCRIPTS = {
     "consumer": REPO / "kafka_project/consumer/consumer.py",
     "dlq": REPO / "kafka_project/dlq/dlq_producer.py",
     "consumer_stats": REPO / "kafka_project/consumer/stats.py",
+    "share_consumer": REPO / "kafka_project/consumer/share_consumer.py",
 }
 
 

@@ -162,7 +162,12 @@ HELP = {
         "The dead-letter queue: forward failed records",
         ["print every DLQ record, decoded", "send DLQ records back to their original topic"],
     ),
-    "consumer_stats": ("stats.py", "Show the exactly-once aggregate kept in", ["--stats-topic", "--json"]),
+    "consumer_stats": ("stats.py", "Show the aggregate kept in orders-stats", ["--stats-topic", "--json"]),
+    "share_consumer": (
+        "share_consumer.py",
+        "Consume orders in a share group (Kafka 4.2+, KIP-932)",
+        ["--share-group", "--max-attempts", "--work-time"],
+    ),
 }
 
 
@@ -189,7 +194,7 @@ def test_each_dlq_command_has_help(command, expected):
     assert all(text in result.stdout for text in expected), result.stdout
 
 
-@pytest.mark.parametrize("script", ["producer", "consumer", "consumer_stats"])
+@pytest.mark.parametrize("script", ["producer", "consumer", "consumer_stats", "share_consumer"])
 def test_scripts_also_run_as_modules(script):
     module = ".".join(SCRIPTS[script].relative_to(REPO).with_suffix("").parts)
     result = subprocess.run(
