@@ -18,6 +18,7 @@ from enum import Enum
 
 from confluent_kafka import (
     AcknowledgeType,
+    IllegalStateException,
     KafkaError,
     KafkaException,
     Message,
@@ -95,7 +96,9 @@ class ShareProcessor:
                     raise UserError(f"Kafka share consumer failed: {error.str()}")
                 self.errors += 1
                 print(f"kafka: {error.str()}", file=sys.stderr)
-            elif stop.is_set():  # not tried: back to the group at once
+            elif stop.is_set() and (msg.delivery_count() or 1) < self.policy.max_attempts:
+                # Stopping: not tried, back to the group at once. Not a record at or past its last
+                # try: released, it could reach the broker's delivery limit and be dropped.
                 decisions.append(Decision(msg, Outcome.RELEASED))
             else:
                 decisions.append(self.decide(msg))
@@ -205,9 +208,16 @@ class ShareProcessor:
             stop.wait(wait)  # the broker redelivers a released record at once: the backoff is ours
         for decision in decisions:
             if decision.outcome is Outcome.RELEASED:
-                self.consumer.acknowledge(decision.msg, AcknowledgeType.RELEASE)
+                self.acknowledge(decision.msg, AcknowledgeType.RELEASE)
             elif decision.copy_acked or (decision.outcome is Outcome.COUNTED and durable):
-                self.consumer.acknowledge(decision.msg, AcknowledgeType.ACCEPT)
+                self.acknowledge(decision.msg, AcknowledgeType.ACCEPT)
+
+    def acknowledge(self, msg: Message, answer: AcknowledgeType) -> None:
+        try:
+            self.consumer.acknowledge(msg, answer)
+        except IllegalStateException as exc:  # e.g. its partition's leader changed since delivery
+            self.errors += 1
+            print(f"kafka: cannot answer {describe(msg)} ({exc}); it is delivered again", file=sys.stderr)
 
     def on_acknowledged(self, offsets: dict[TopicPartition, set[int]], error: KafkaException | None) -> None:
         """The broker's answer to acknowledgements: refused ones (their lock had expired) are
