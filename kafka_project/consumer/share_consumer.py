@@ -7,7 +7,8 @@ deliveries. An order that succeeds is counted, then accepted. A failed try relea
 and the record is accepted once the broker acknowledged the copy. Poison goes to the DLQ at once.
 
 At-least-once, no transactions: the running average is this process's, and an order whose consumer
-died before its acceptance reached the broker is counted again elsewhere. Each consumer publishes
+died before its acceptance reached the broker, or whose acceptance came after its lock expired
+(a broker restart, a batch slower than the lock), is counted again. Each consumer publishes
 its count and total to --stats-topic before it accepts them; stats.py --group-id GROUP adds them up.
 
 Examples:
@@ -45,9 +46,10 @@ from kafka_project.consumer.retry import RetryPolicy
 from kafka_project.consumer.share_group import prepare_share_group
 from kafka_project.consumer.share_processor import ShareProcessor
 from kafka_project.consumer.state import STATS_TOPIC_CONFIG
-from kafka_project.dlq.dlq_producer import DeadLetterPublisher, dlq_producer_config
+from kafka_project.dlq.dlq_producer import DeadLetterError, DeadLetterPublisher, dlq_producer_config
 from kafka_project.dlq.headers import DLQ_TOPIC_CONFIG
 from kafka_project.errors import InvalidInputError, UserError
+from kafka_project.order_codec import OrderCodec
 
 POLL_TIMEOUT_S = 0.5
 # A new member gets its partitions in a heartbeat response, the first or (measured here) the second.
@@ -95,11 +97,13 @@ def consume_until_stopped(
             messages = list(consumer.poll(POLL_TIMEOUT_S))  # also sends the previous batch's answers
         except KafkaException as exc:
             raise UserError(f"Kafka share consumer failed: {exc.args[0].str()}") from None
-        if messages:
-            last_active = time.monotonic()
-        elif args.idle_timeout is not None and time.monotonic() - last_active > args.idle_timeout:
-            return
-        processor.handle(messages, stop)
+        polled_at = time.monotonic()
+        if not messages:
+            if args.idle_timeout is not None and polled_at - last_active > args.idle_timeout:
+                return
+            continue
+        processor.handle(messages, stop, polled_at)
+        last_active = time.monotonic()  # after the batch: its released tries come back now
 
 
 @contextmanager
@@ -131,6 +135,17 @@ def closing_share_consumer(consumer: ShareConsumer) -> Iterator[ShareConsumer]:
 def main(args: argparse.Namespace) -> int:
     codec = order_codec(args)
     stop = stop_on_signals()
+    try:  # first: a --config the share consumer refuses changes nothing on the broker
+        consumer = ShareConsumer(share_consumer_config(args.bootstrap_servers, args.share_group))
+    except (KafkaException, ValueError) as exc:
+        raise InvalidInputError(f"cannot create the share consumer: {refused_settings_text(exc)}") from None
+    with closing_share_consumer(consumer):
+        return consume(consumer, codec, stop, args)
+
+
+def consume(
+    consumer: ShareConsumer, codec: OrderCodec, stop: threading.Event, args: argparse.Namespace
+) -> int:
     limits = prepare_share_group(
         args.bootstrap_servers, args.share_group, RetryPolicy(args.max_attempts, args.retry_backoff)
     )
@@ -140,10 +155,6 @@ def main(args: argparse.Namespace) -> int:
     needed = [args.topic, args.dlq_topic, args.stats_topic]
     if not wait_for_topics(producer, args.bootstrap_servers, needed, wait_s, stop, configs):
         return 0
-    try:
-        consumer = ShareConsumer(share_consumer_config(args.bootstrap_servers, args.share_group))
-    except KafkaException as exc:
-        raise InvalidInputError(f"cannot create the share consumer: {refused_settings_text(exc)}") from None
     consumer_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     processor = ShareProcessor(
         consumer,
@@ -153,22 +164,26 @@ def main(args: argparse.Namespace) -> int:
         consumer_id,
         limits.lock_duration_s,
     )
-    with closing_share_consumer(consumer):
-        consumer.set_acknowledgement_commit_callback(processor.on_acknowledged)
-        consumer.subscribe([args.topic])
-        if not args.quiet:
-            print(
-                f"Starting Kafka share consumer {consumer_id}...\nSharing '{args.topic}' in share group "
-                f"'{args.share_group}' (deliveries per record: {limits.delivery_limit}, "
-                f"lock: {limits.lock_duration_s:g} s)\n"
-            )
-        try:
-            consume_until_stopped(consumer, processor, args, stop, JOIN_HEARTBEATS * limits.heartbeat_s)
-        except BrokenPipeError:
-            silence_stdout()
-            raise
-        finally:
-            print(processor.summary())
+    consumer.set_acknowledgement_commit_callback(processor.on_acknowledged)
+    consumer.subscribe([args.topic])
+    if not args.quiet:
+        print(
+            f"Starting Kafka share consumer {consumer_id}...\nSharing '{args.topic}' in share group "
+            f"'{args.share_group}' (deliveries per record: {limits.delivery_limit}, "
+            f"lock: {limits.lock_duration_s:g} s)\n"
+        )
+    try:
+        consume_until_stopped(consumer, processor, args, stop, JOIN_HEARTBEATS * limits.heartbeat_s)
+    except BrokenPipeError:
+        silence_stdout()
+        raise
+    except DeadLetterError as exc:  # a restart does not hold records: each one uses a delivery
+        raise UserError(
+            f"{exc}; in a share group each restart uses one of the record's {limits.delivery_limit} "
+            "deliveries, after the last the broker drops it"
+        ) from None
+    finally:
+        print(processor.summary())
     return 0
 
 

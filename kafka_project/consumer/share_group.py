@@ -92,7 +92,8 @@ def set_group_configs(admin: AdminClient, group: str, settings: dict[str, str]) 
         wanted = ",".join(f"{name}={value}" for name, value in settings.items())
         raise UserError(
             f"cannot set {wanted} on share group {group} ({exc.args[0].str()}); set them with "
-            f"'bin/kafka-configs --alter --entity-type groups --entity-name {group} --add-config {wanted}'"
+            f"'KAFKA_TOOLS=4 bin/kafka-configs --alter --entity-type groups --entity-name {group} "
+            f"--add-config {wanted}'"
         ) from None
 
 
@@ -100,17 +101,19 @@ def check_limits(limits: ShareGroupLimits, policy: RetryPolicy, group: str, boot
     """The broker archives (drops, keeping no copy) a record whose last allowed delivery ends without
     an answer: released, or its lock expired because its consumer died. The consumer answers every
     delivery from the --max-attempts-th on with a count or a DLQ copy, so one delivery beyond
-    --max-attempts must be left for a final try cut short (a crash, a Ctrl-C)."""
+    --max-attempts must be left for a final try cut short (a crash, a second Ctrl-C)."""
     if limits.delivery_limit <= policy.max_attempts:
         fix = (
-            f"'bin/kafka-configs --bootstrap-server {bootstrap_servers} --alter --entity-type groups "
-            f"--entity-name {group} --add-config {DELIVERY_LIMIT}={policy.max_attempts + 1}'"
+            f"'KAFKA_TOOLS=4 bin/kafka-configs --bootstrap-server {bootstrap_servers} --alter "
+            f"--entity-type groups --entity-name {group} "
+            f"--add-config {DELIVERY_LIMIT}={policy.max_attempts + 1}'"
         )
         raise InvalidInputError(
             f"share group {group} delivers a record at most {limits.delivery_limit} times "
             f"({DELIVERY_LIMIT}); --max-attempts {policy.max_attempts} needs at least "
             f"{policy.max_attempts + 1}, or a try cut short at the last delivery loses the order: "
-            f"lower --max-attempts, or raise the limit with {fix}"
+            f"lower --max-attempts, or raise the limit (at most group.share.max.delivery.count.limit, "
+            f"10 by default) with {fix}"
         )
     longest_hold_s = policy.delay_after(policy.max_attempts - 1)
     if longest_hold_s > limits.lock_duration_s / 2:

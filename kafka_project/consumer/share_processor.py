@@ -30,7 +30,7 @@ from kafka_project.cluster import produce
 from kafka_project.consumer.aggregate import RunningAverage
 from kafka_project.consumer.retry import RetryPolicy, SimulatedFailures, TemporaryProcessingError
 from kafka_project.consumer.state import ConsumerState
-from kafka_project.dlq.dlq_producer import DeadLetterPublisher
+from kafka_project.dlq.dlq_producer import REFUSED_FOR_GOOD, DeadLetterPublisher
 from kafka_project.dlq.headers import describe
 from kafka_project.errors import UserError
 from kafka_project.order_codec import OrderCodec, OrderDecodeError
@@ -58,6 +58,7 @@ class Decision:
     outcome: Outcome
     release_at: float = 0.0  # RELEASED: when its backoff is over
     copy_acked: bool = False  # DEAD_LETTERED: the broker acknowledged its DLQ copy
+    counted_as: int = 0  # COUNTED: this consumer's count with it; a snapshot of that count holds it
 
 
 class ShareProcessor:
@@ -75,12 +76,13 @@ class ShareProcessor:
         self.policy = RetryPolicy(args.max_attempts, args.retry_backoff)
         self.stats_topic = args.stats_topic
         # A registry outage is not the record's fault: its next delivery waits half a lock, so that
-        # --max-attempts deliveries span a minute's outage (at Kafka's 30 s lock) before the DLQ.
+        # 3 deliveries span 30 s of outage (at Kafka's 30 s lock) before the DLQ.
         self.registry_backoff_s = lock_duration_s / 2
         self.aggregate = RunningAverage()
         self.group, self.consumer_id = args.share_group, consumer_id
         self.published_count = 0  # the count in this consumer's latest snapshot the broker holds
-        self.snapshot_in_flight = False
+        self.next_snapshot_at = 0.0  # when a snapshot may be sent (inf: one is in flight)
+        self.lock_s = lock_duration_s
         self.say = (lambda _line: None) if args.quiet else print
         self.verbose = not args.quiet
         self.retries = 0  # failed tries released for another delivery
@@ -88,22 +90,32 @@ class ShareProcessor:
         self.errors = 0
 
     # -- one batch ---------------------------------------------------------------------------
-    def handle(self, messages: list[Message], stop: threading.Event) -> None:
-        decisions = []
+    def handle(self, messages: list[Message], stop: threading.Event, polled_at: float) -> None:
+        """Decide every record of the batch (a stop waits for the batch: released untried, a record
+        would use up a delivery), within half the lock: a record still untried then is released."""
+        decisions, untried = [], 0
         for msg in messages:
             if error := msg.error():
                 if error.fatal():
                     raise UserError(f"Kafka share consumer failed: {error.str()}")
                 self.errors += 1
                 print(f"kafka: {error.str()}", file=sys.stderr)
-            elif stop.is_set() and (msg.delivery_count() or 1) < self.policy.max_attempts:
-                # Stopping: not tried, back to the group at once. Not a record at or past its last
-                # try: released, it could reach the broker's delivery limit and be dropped.
+            elif self.too_late(polled_at) and (msg.delivery_count() or 1) < self.policy.max_attempts:
                 decisions.append(Decision(msg, Outcome.RELEASED))
+                untried += 1
             else:
                 decisions.append(self.decide(msg))
-        durable = self.make_durable(decisions, stop)
-        self.answer(decisions, durable, stop)
+        if untried:
+            print(
+                f"warning: a batch outlived half the {self.lock_s:g} s lock; {untried} records released "
+                "untried (lower max.poll.records in --config, or the time a try takes)",
+                file=sys.stderr,
+            )
+        self.make_durable(decisions, stop, lock_expires_at=polled_at + self.lock_s)
+        self.answer(decisions, stop)
+
+    def too_late(self, polled_at: float) -> bool:
+        return time.monotonic() - polled_at > self.lock_s / 2
 
     def decide(self, msg: Message) -> Decision:
         delivery = msg.delivery_count() or 1
@@ -132,7 +144,7 @@ class ShareProcessor:
         self.aggregate.add(order.price)
         if self.verbose:
             print(f"✓ Processing successful\n{self.aggregate}\n")
-        return Decision(msg, Outcome.COUNTED)
+        return Decision(msg, Outcome.COUNTED, counted_as=self.aggregate.count)
 
     def failed(
         self, msg: Message, error: Exception, delivery: int, label: str, backoff_s: float | None = None
@@ -156,42 +168,45 @@ class ShareProcessor:
         return decision
 
     # -- durable, then answered --------------------------------------------------------------
-    def make_durable(self, decisions: list[Decision], stop: threading.Event) -> bool:
-        """Wait until the broker holds every DLQ copy and a snapshot counting this batch's orders.
-        Stopping, this waits FLUSH_TIMEOUT_S at most; False if something is still not held."""
-        deadline = None
-        while not self.durable(decisions):
+    def make_durable(self, decisions: list[Decision], stop: threading.Event, lock_expires_at: float) -> None:
+        """Wait until the broker holds every DLQ copy and a snapshot counting this batch's orders;
+        no longer than the records' lock (answers after it are refused: the records went to
+        another consumer), and stopping, no longer than FLUSH_TIMEOUT_S."""
+        give_up_at = lock_expires_at
+        while not all(self.durable(d) for d in decisions) and time.monotonic() < give_up_at:
             if stop.is_set():
-                deadline = deadline or time.monotonic() + FLUSH_TIMEOUT_S
-                if time.monotonic() >= deadline:
-                    return False
-            if self.published_count < self.aggregate.count and not self.snapshot_in_flight:
+                give_up_at = min(give_up_at, time.monotonic() + FLUSH_TIMEOUT_S)
+            if self.published_count < self.aggregate.count and time.monotonic() >= self.next_snapshot_at:
                 self.publish_snapshot()
-            self.dlq.flush(1.0)  # serves the delivery callbacks (a failed DLQ write is sent again)
-        return True
+            self.dlq.flush(0.2)  # serves the delivery callbacks (a failed DLQ write is sent again)
 
-    def durable(self, decisions: list[Decision]) -> bool:
-        copies = all(d.copy_acked for d in decisions if d.outcome is Outcome.DEAD_LETTERED)
-        return copies and self.published_count >= self.aggregate.count
+    def durable(self, decision: Decision) -> bool:
+        if decision.outcome is Outcome.DEAD_LETTERED:
+            return decision.copy_acked
+        return decision.outcome is Outcome.RELEASED or self.published_count >= decision.counted_as
 
     def publish_snapshot(self) -> None:
         """This consumer's count and total, keyed by consumer: the newest snapshot supersedes the
-        others, so a failed one is simply followed by the next."""
+        others, so a failed one is simply followed by the next, a second later."""
         snapshot = ConsumerState(
             self.group, self.consumer_id, self.aggregate.count, self.aggregate.total_price
         )
 
         def delivered(err: KafkaError | None, _msg: Message) -> None:
-            self.snapshot_in_flight = False
             if err is None:
                 self.published_count = max(self.published_count, snapshot.count)
-            else:
-                print(
-                    f"kafka: snapshot to {self.stats_topic} failed ({err.str()}); sending again",
-                    file=sys.stderr,
+                self.next_snapshot_at = 0.0
+                return
+            if err.code() in REFUSED_FOR_GOOD:
+                raise UserError(
+                    f"the stats topic {self.stats_topic} refused this consumer's snapshot: {err.str()}"
                 )
+            print(
+                f"kafka: snapshot to {self.stats_topic} failed ({err.str()}); sending again", file=sys.stderr
+            )
+            self.next_snapshot_at = time.monotonic() + 1.0
 
-        self.snapshot_in_flight = True
+        self.next_snapshot_at = float("inf")  # one in flight at a time
         produce(
             self.dlq.producer,
             self.stats_topic,
@@ -200,17 +215,20 @@ class ShareProcessor:
             on_delivery=delivered,
         )
 
-    def answer(self, decisions: list[Decision], durable: bool, stop: threading.Event) -> None:
-        """Accept what is done, release the failed tries once their backoff is over. A record whose
-        DLQ copy or snapshot the broker does not hold gets no answer: close() hands it back."""
+    def answer(self, decisions: list[Decision], stop: threading.Event) -> None:
+        """Accept what the broker holds, release the failed tries once their backoff is over. A
+        record whose DLQ copy or snapshot the broker does not hold is released (its lock has
+        expired: the broker refuses that answer), or, when stopping, left for close() to hand back."""
         release_at = max((d.release_at for d in decisions if d.outcome is Outcome.RELEASED), default=0.0)
         if (wait := release_at - time.monotonic()) > 0:
             stop.wait(wait)  # the broker redelivers a released record at once: the backoff is ours
         for decision in decisions:
             if decision.outcome is Outcome.RELEASED:
                 self.acknowledge(decision.msg, AcknowledgeType.RELEASE)
-            elif decision.copy_acked or (decision.outcome is Outcome.COUNTED and durable):
+            elif self.durable(decision):
                 self.acknowledge(decision.msg, AcknowledgeType.ACCEPT)
+            elif not stop.is_set():  # the next poll needs every record answered
+                self.acknowledge(decision.msg, AcknowledgeType.RELEASE)
 
     def acknowledge(self, msg: Message, answer: AcknowledgeType) -> None:
         try:

@@ -2,8 +2,8 @@
 
 The global average is the sum of the totals over the sum of the counts: of the partitions, as
 committed by consumers running with --exactly-once (read with isolation.level=read_committed), or
-of the processes of a share group (share_consumer.py; at-least-once: an order a consumer counted
-just before it died is counted again by another).
+of the processes of a share group (share_consumer.py; at-least-once: an order whose acceptance
+never reached the broker in time is counted again by another).
 
 Examples:
   python kafka_project/consumer/stats.py

@@ -26,7 +26,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from kafka_project.cluster import partitions_with_open_transactions, read_topic
-from kafka_project.consumer.state import combined, read_states
+from kafka_project.consumer.state import combined, read_consumer_states, read_states
 from kafka_project.dlq.headers import DLQ_TOPIC_CONFIG
 from kafka_project.order_codec import Order, OrderCodec, OrderDecodeError
 
@@ -304,7 +304,10 @@ class Run:
                 f"the producers had {acknowledged} orders acknowledged; the topic holds {len(records)}"
             )
 
-        successes = Counter(successful_order_ids(self.read("consumer-*.log")))
+        if self.share:
+            successes = Counter(self.share_counted_ids())
+        else:
+            successes = Counter(successful_order_ids(self.read("consumer-*.log")))
         if self.mode == "exactly-once":
             before = {c: o for c, o in to_count.items() if c[1] < exactly_once_from}
             to_count = {c: o for c, o in to_count.items() if c[1] >= exactly_once_from}
@@ -336,6 +339,20 @@ class Run:
             self.notes,
             self.figures,
         )
+
+    def share_counted_ids(self) -> list[str]:
+        """The orders the share consumers counted in a snapshot the broker holds: a consumer's
+        snapshot count N covers the first N orders its log shows as counted (a killed consumer's
+        later ones were never accepted, and come back)."""
+        published = {
+            s.consumer: s.count for s in read_consumer_states(self.bootstrap, self.stats, self.group)
+        }
+        counted = []
+        for log in self.consumer_logs:
+            text = log.read_text(errors="replace")
+            started = re.search(r"^Starting Kafka share consumer (\S+)\.\.\.", text, flags=re.MULTILINE)
+            counted += successful_order_ids(text)[: published.get(started.group(1), 0) if started else 0]
+        return counted
 
     def fully_committed(self, records: list) -> bool:
         ends: dict[int, int] = {}

@@ -9,6 +9,7 @@ once, byte for byte, with the delivery count as its attempts.
 from __future__ import annotations
 
 import re
+import signal
 import time
 from collections import Counter
 from decimal import Decimal
@@ -157,8 +158,34 @@ def share_poison_and_failing(broker: FaultBroker, mode: str, orders: int, workdi
     return row
 
 
+def share_consumers_interrupted(broker: FaultBroker, mode: str, orders: int, workdir: Path) -> Row:
+    """Ctrl-C (SIGINT) to all three share consumers at once, mid-stream, then one consumer to the
+    end: a clean stop finishes the batch in hand, so nothing is counted twice and no record is
+    dead-lettered for deliveries it never had a try in."""
+    run = Run(broker, "share-3-consumers-sigint", mode, workdir, share=True)
+    consumers = [run.start_consumer(*WORK) for _ in range(3)]
+    producer = run.start_producer(orders, interval=0.002)
+    run.wait_for_output("Received order", orders // 3)
+    for process in consumers:
+        process.send_signal(signal.SIGINT)
+    for process in consumers:
+        if process.wait(120) != 0:
+            run.notes.append(f"an interrupted consumer exited {process.returncode}")
+    if producer.wait(300) != 0:
+        run.notes.append("producer exited non-zero")
+    run.run_consumer_to_end(idle_timeout=10)
+    row = run.check()
+    used_up = sum(dict(m.headers())["dlq.error.type"] == b"TriesUsedUp" for m in dead_letters(run))
+    if used_up:
+        row.notes.append(f"{used_up} records dead-lettered as TriesUsedUp after a clean stop")
+    row.exact = row.exact and not row.notes and row.counted_twice == 0
+    check_combined_figure(run, row, at_least_once=False)
+    return row
+
+
 SHARE_SCENARIOS: dict[str, Scenario] = {
     "share-3-consumers-1-partition": share_three_consumers,
     "share-consumer-sigkill": share_consumer_killed,
+    "share-3-consumers-sigint": share_consumers_interrupted,
     "share-poison-always-failing": share_poison_and_failing,
 }
