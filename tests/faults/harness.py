@@ -181,6 +181,18 @@ class Run:
         ]
         for future in admin.create_topics(topics).values():
             future.result(30)
+        self.wait_until_every_broker_knows([t.topic for t in topics])
+
+    def wait_until_every_broker_knows(self, topics: list[str], timeout_s: float = 60) -> None:
+        """A new topic reaches each broker's metadata a moment after it is created: a consumer found
+        one missing for 10 s on a freshly started three-broker cluster. Asked through each address."""
+        deadline = time.monotonic() + timeout_s
+        for address in self.bootstrap.split(","):
+            admin = AdminClient({"bootstrap.servers": address, "log_level": 0})
+            while not set(topics) <= set(admin.list_topics(timeout=10).topics):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{address} does not list {topics} after {timeout_s:.0f} s")
+                time.sleep(0.2)
 
     # -- processes ---------------------------------------------------------------------------
     def _spawn(self, name: str, args: list[str], log: Path, stdout: int | None = None) -> subprocess.Popen:

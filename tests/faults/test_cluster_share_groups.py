@@ -18,7 +18,7 @@ SHAPE = "kraft-three"
 ORDERS = {
     "share-3-consumers-1-partition": 2000,
     "share-consumer-sigkill": 1000,
-    "share-3-consumers-sigint": 1000,
+    "share-3-consumers-sigint": 600,
     "share-poison-always-failing": 40,
 }
 

@@ -13,13 +13,16 @@ ORDERS = 200
 
 # Every single-broker scenario with the default group protocol, both modes; of the cooperative
 # variants, the rebalance in exactly-once mode; not the rows an integration test already runs on the
-# same broker (test_dlq_limits: the oversized record in both modes; test_poison_and_crash, and
-# test_interruptions: poison and a closed stdout at least once). For time: the full suite runs them all.
+# same broker (test_dlq_limits: the oversized record in both modes; test_poison_and_crash: poison
+# and a killed consumer, test_interruptions: a closed stdout and a second Ctrl-C, at least once).
+# For time: the full suite runs them all.
 COVERED_ELSEWHERE = {
     ("oversized-record", "at-least-once"),
     ("oversized-record", "exactly-once"),
     ("poison-8-kinds", "at-least-once"),
     ("stdout-closed", "at-least-once"),
+    ("consumer-sigkill-x5", "at-least-once"),
+    ("double-sigint-during-retry", "at-least-once"),
 }
 CASES = [
     (name, mode)
