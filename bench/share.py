@@ -21,9 +21,7 @@ import time
 import uuid
 from pathlib import Path
 
-from confluent_kafka.admin import AdminClient, NewTopic
-
-from bench.common import CONSUMER, PRODUCER, REPO, Command, machine
+from bench.common import CONSUMER, REPO, Broker, Command, machine
 from kafka_project.dlq.headers import DLQ_TOPIC_CONFIG
 
 SHARE_CONSUMER = REPO / "kafka_project/consumer/share_consumer.py"
@@ -51,30 +49,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 class Bench:
     def __init__(self, bootstrap: str, workdir: Path) -> None:
-        self.bootstrap, self.workdir = bootstrap, workdir
-        self.admin = AdminClient({"bootstrap.servers": bootstrap})
+        self.broker = Broker(bootstrap, scale=1.0)
+        self.bootstrap = bootstrap
         # ~30 orders per producer batch, instead of one batch per 5 ms (linger.ms) of orders
         self.small_batches = workdir / "small-batches.properties"
         self.small_batches.write_text("batch.size=2048\n")
 
     def topic(self, name: str, config: dict[str, str] | None = None) -> str:
-        topic = f"bench-share-{name}-{uuid.uuid4().hex[:6]}"
-        for future in self.admin.create_topics([NewTopic(topic, 1, config=config or {})]).values():
-            future.result(30)
-        return topic
+        return self.broker.topic(f"share-{name}", config)
 
     def orders_topic(self, count: int) -> str:
         topic = self.topic("orders")
-        producer: Command = [
-            sys.executable,
-            PRODUCER,
-            "--bootstrap-servers",
-            self.bootstrap,
-            "--topic",
-            topic,
-        ]
-        options = ["--count", str(count), "--interval", "0", "--quiet", "--config", str(self.small_batches)]
-        subprocess.run([*producer, *options], check=True, cwd=REPO, capture_output=True)
+        command = [*self.broker.producer_command(topic, count), "--config", str(self.small_batches)]
+        subprocess.run(command, check=True, cwd=REPO, capture_output=True)
         return topic
 
     def rate(self, orders: int, work_s: float, consumers: int, *flags: str, share: bool) -> float:
