@@ -1,6 +1,6 @@
-"""The fault suite's cluster, one shape at a time: they share the suite's ports, so asking for
-another shape stops the running one. Kept for the session, so that test files run one after the
-other on the same shape (test_cluster_faults.py, then test_cluster_share_groups.py) start it once."""
+"""The fault suite's cluster of this worker, one shape at a time: asking for another shape stops the
+running one (a three-node cluster holds 3 GiB of heap). Kept for the worker's session, so that the
+tests of one shape, grouped on one worker (tests/conftest.py), start it once."""
 
 from collections.abc import Callable, Iterator
 
@@ -31,3 +31,9 @@ def cluster() -> Iterator[Callable[[str], FaultBroker]]:
 def fault_broker(cluster: Callable[[str], FaultBroker]) -> FaultBroker:
     """The single ZooKeeper-mode broker most scenarios run on."""
     return cluster("zookeeper")
+
+
+@pytest.fixture
+def shared_fault_broker(bootstrap_servers: str) -> FaultBroker:
+    """The broker every test shares, for the scenarios that kill no broker."""
+    return FaultBroker.shared(bootstrap_servers)

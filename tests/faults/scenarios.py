@@ -191,7 +191,7 @@ def double_sigint_during_retry(broker: FaultBroker, mode: str, orders: int, work
     consumer = run.start_consumer(failure_rate=1.0, backoff=0.5)
     run.wait_for_output("Attempt 1/3 failed", 3)  # the third order waits 0.5 s for its second try
     consumer.send_signal(signal.SIGINT)
-    time.sleep(0.2)
+    run.wait_for_output("SIGINT: finishing up")  # else the two signals can reach Python as one
     run.kill(consumer, signal.SIGINT)
     if consumer.returncode not in INTERRUPTED:
         run.notes.append(f"interrupted consumer exited {consumer.returncode}, not 130")
@@ -296,7 +296,9 @@ def ctrl_c_three_times_broker_down(broker: FaultBroker, mode: str, orders: int, 
     consumer = run.start_consumer(failure_rate=1.0, backoff=1.0)
     run.wait_for_output("Attempt 2/3 failed", max(5, orders // 10))
     broker.kill("kafka")
-    for _ in range(3):
+    consumer.send_signal(signal.SIGINT)
+    run.wait_for_output("SIGINT: finishing up")  # else the first two signals can reach Python as one
+    for _ in range(2):
         consumer.send_signal(signal.SIGINT)
         time.sleep(0.3)
     started = time.monotonic()
@@ -336,6 +338,9 @@ SCENARIOS: dict[str, Scenario] = {
     "consumer-paused-13s-x3-cooperative": consumer_paused("classic-cooperative"),
     "ctrl-c-x3-broker-down": ctrl_c_three_times_broker_down,
 }
+# The single-broker scenarios that kill or stop the broker: the others run on the broker every test
+# shares (test_faults.py), and need no broker of their own.
+KILLS_THE_BROKER = {"kafka-sigkill", "zookeeper-sigkill", "dlq-write-broker-down", "ctrl-c-x3-broker-down"}
 # The scenarios of each cluster shape (harness.SHAPES): every single-broker scenario on ZooKeeper.
 SUITES: dict[str, dict[str, Scenario]] = {
     "zookeeper": SCENARIOS,

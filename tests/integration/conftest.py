@@ -7,13 +7,12 @@ reuses) a ZooKeeper-backed Apache Kafka on localhost:9092. Every test gets its o
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,9 @@ from kafka_project.consumer import consumer
 from kafka_project.consumer.processor import OrderProcessor
 from kafka_project.dlq.headers import DLQ_TOPIC_CONFIG
 
+from ..environment import clean_env
+from ..workers import registry_port, worker_number
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = {
     "producer": REPO / "kafka_project/producer/producer.py",
@@ -38,15 +40,13 @@ SCRIPTS = {
 }
 
 
-@pytest.fixture(scope="session")
-def bootstrap_servers() -> str:
-    if servers := os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
-        return servers
-    subprocess.run([REPO / "bin/kafka-local", "start"], check=True)
-    return "localhost:9092"
-
-
-REGISTRY_ENV = {"SCHEMA_REGISTRY_PORT": "18081", "KAFKA_LOCAL_DIR": str(REPO / ".local-kafka/test-registry")}
+WORKER = worker_number()
+REGISTRY_ENV = {  # a registry of this worker's own: a test stops it
+    "SCHEMA_REGISTRY_PORT": str(registry_port(WORKER)),
+    "KAFKA_LOCAL_DIR": str(
+        REPO / ".local-kafka" / (f"test-gw{WORKER}" if WORKER is not None else "test-registry")
+    ),
+}
 
 
 def schema_registry_local(action: str) -> str:
@@ -54,7 +54,7 @@ def schema_registry_local(action: str) -> str:
     test may stop it); what it prints (the URL, for start)."""
     result = subprocess.run(
         [REPO / "bin/schema-registry-local", action],
-        env={**os.environ, **REGISTRY_ENV},
+        env=clean_env(**REGISTRY_ENV),
         capture_output=True,
         text=True,
         check=True,
@@ -105,15 +105,26 @@ def run_script(name: str, *args: str, timeout: float = 300, **env: str) -> subpr
         text=True,
         timeout=timeout,
         cwd=REPO,
-        env={**os.environ, **env},
+        env=clean_env(**env),
     )
 
 
-def start_script(name: str, *args: str, stdout_path: Path) -> subprocess.Popen:
+def start_script(
+    name: str,
+    *args: str,
+    stdout_path: Path | None = None,
+    stdout: int | None = None,
+    stderr: int | None = None,
+    python_flags: Sequence[str] = ("-u",),
+) -> subprocess.Popen:
+    """Start a script as the README runs it, in the tests' clean environment. With stdout_path,
+    stdout and stderr both go to that file; otherwise to `stdout` and `stderr` (pipes, DEVNULL).
+    The reap_processes fixture kills it if the test leaves it running."""
+    command = [sys.executable, *python_flags, SCRIPTS[name], *args]
+    if stdout_path is None:
+        return subprocess.Popen(command, stdout=stdout, stderr=stderr, cwd=REPO, env=clean_env())
     with open(stdout_path, "w") as out:
-        return subprocess.Popen(
-            [sys.executable, "-u", SCRIPTS[name], *args], stdout=out, stderr=subprocess.STDOUT, cwd=REPO
-        )
+        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=clean_env())
 
 
 def summary(result: subprocess.CompletedProcess | str) -> dict[str, str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,6 +10,7 @@ from typing import TypeVar
 import pexpect
 import pyte
 
+from ..environment import clean_env
 from .conftest import REPO, SCRIPTS, wait_until
 
 COLUMNS, ROWS = 120, 40
@@ -39,12 +39,11 @@ class Terminal:
         self.raw = bytearray()
         self.exited = False
         # A colour terminal unless the test says otherwise, whatever the environment running the tests.
-        inherited = {key: value for key, value in os.environ.items() if key != "NO_COLOR"}
         self.child = pexpect.spawn(
             sys.executable,
             [str(SCRIPTS[name]), *args],
             cwd=REPO,
-            env={**inherited, "TERM": "xterm-256color", **env},
+            env=clean_env(TERM="xterm-256color", **env),
             dimensions=(ROWS, COLUMNS),
         )
 

@@ -1,15 +1,15 @@
 """The README's first command, ./bin/demo, as a user runs it (no Docker engine here: local broker)."""
 
-import os
 import subprocess
 
+from ..environment import clean_env
 from .conftest import REPO
 
 
 def test_demo_runs_producer_consumer_and_shows_the_dlq(topics):
     """On fresh topics and group: a test never touches the user's orders, orders-dlq or group."""
     names = {"ORDERS_TOPIC": topics.orders, "DLQ_TOPIC": topics.dlq, "KAFKA_GROUP_ID": topics.group}
-    env = {**os.environ, **names, "DEMO_ORDERS": "5", "DEMO_INTERVAL": "0.2", "DEMO_FAILURE_RATE": "1"}
+    env = clean_env(**names, DEMO_ORDERS="5", DEMO_INTERVAL="0.2", DEMO_FAILURE_RATE="1")
     result = subprocess.run(
         [REPO / "bin/demo"], capture_output=True, text=True, errors="replace", cwd=REPO, env=env, timeout=300
     )

@@ -36,16 +36,19 @@ def test_new_reader_reads_the_old_version_with_the_added_field_s_default():
     assert new_reader.decode(value) == ORDER._replace(customer_id=None)
 
 
+def fields_of(path: Path) -> set[str]:
+    return {field["name"] for field in json.loads(path.read_text())["fields"]}
+
+
 def test_every_published_version_reads_every_other():
+    """Every field survives, except one the writer or the reader lacks: that one reads as its default."""
     versions = [*sorted(HISTORY_DIR.glob("*.avsc")), SCHEMA_PATH]
     for writer_path in versions:
         value = OrderCodec(writer_path).encode(ORDER)
         for reader_path in versions:
-            decoded = OrderCodec(reader_path).decode(value)
-            assert decoded.price == ORDER.price and decoded.order_id == ORDER.order_id, (
-                writer_path,
-                reader_path,
-            )
+            both_know = fields_of(writer_path) & fields_of(reader_path)
+            expected = ORDER if "customerId" in both_know else ORDER._replace(customer_id=None)
+            assert OrderCodec(reader_path).decode(value) == expected, (writer_path, reader_path)
 
 
 def test_published_versions_are_distinct_and_end_with_the_current_one():
