@@ -29,6 +29,7 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
 
+from ..environment import clean_env
 from .conftest import REPO, Topics, committed_offset, records, summary, wait_until
 from .readme_walkthrough import Command, captured_sessions, commands, differences
 
@@ -144,12 +145,7 @@ def copy_of_repo(destination: Path) -> Path:
 def session_env() -> dict[str, str]:
     """A new user's shell: no virtualenv active; the copy's broker on ports of its own."""
     venv_bin = str(REPO / ".venv/bin")
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in {"VIRTUAL_ENV", "PYTHONPATH", "NO_COLOR"}
-        and not key.startswith(("KAFKA_", "ORDERS_", "DLQ_", "STATS_", "SCHEMA_REGISTRY"))
-    }
+    env = {key: value for key, value in clean_env().items() if key not in {"VIRTUAL_ENV", "PYTHONPATH"}}
     env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if p != venv_bin)
     return {
         **env,
