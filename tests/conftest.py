@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .environment import clean_env, shared_broker
+from .environment import shared_broker
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -22,7 +22,12 @@ REPO = Path(__file__).resolve().parents[1]
 def bootstrap_servers() -> str:
     """The broker every worker shares: bin/test starts it and exports KAFKA_BOOTSTRAP_SERVERS."""
     if not os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):  # a plain `pytest`: start or reuse bin/kafka-local's
-        subprocess.run([REPO / "bin/kafka-local", "start"], check=True, env=clean_env())
+        # In the shell's environment: KAFKA_KRAFT, KAFKA_PORT, KAFKA_LOCAL_DIR choose which broker.
+        subprocess.run([REPO / "bin/kafka-local", "start"], check=True)
+        bootstrap = subprocess.run(
+            [REPO / "bin/kafka-local", "bootstrap"], check=True, capture_output=True, text=True
+        ).stdout.strip()
+        os.environ["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap  # what clean_env gives every script
     return shared_broker()
 
 
@@ -57,6 +62,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=rank)
 
 
+@pytest.hookimpl(optionalhook=True)  # pytest -p no:xdist knows no such hook
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
     from xdist.scheduler import LoadScopeScheduling
 

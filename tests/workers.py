@@ -13,6 +13,7 @@ import os
 WORKER_PORTS_FROM = 20000
 PORTS_PER_WORKER = 1000
 PORTS_PER_SHAPE = 250  # a cluster of kafka-local takes base + 0..210 (three brokers, ZooKeeper)
+EPHEMERAL_PORTS_FROM = 32768  # Linux's default ip_local_port_range
 
 
 def worker_number() -> int | None:
@@ -25,6 +26,10 @@ def cluster_ports(worker: int, shape_index: int) -> dict[str, str]:
     """bin/kafka-local's port settings for one cluster shape of one worker: broker N on KAFKA_PORT +
     100*N, its controller one above, SASL on KAFKA_SASL_PORT + 100*N, ZooKeeper on ZOOKEEPER_PORT."""
     base = WORKER_PORTS_FROM + PORTS_PER_WORKER * worker + PORTS_PER_SHAPE * shape_index
+    if base + PORTS_PER_SHAPE > EPHEMERAL_PORTS_FROM:
+        raise RuntimeError(
+            f"worker gw{worker}: its brokers' ports would reach {base + 220}; run at most 12 workers"
+        )
     return {"KAFKA_PORT": str(base), "KAFKA_SASL_PORT": str(base + 10), "ZOOKEEPER_PORT": str(base + 20)}
 
 

@@ -56,8 +56,8 @@ def test_quick_benchmark_writes_every_figure(bootstrap_servers, schema_registry,
     for curve in curves.values():
         assert set(curve) == {"0", "0.1", "0.3", "0.5"}
     assert all(rate > 0 for rate in curves["concurrent (default)"].values())
-    # One at a time, --quick sends 30 orders: at failure rate 0 they take less time than the noise in
-    # two consumers' start-up on a loaded machine (N / (T_N - T_0) came out negative beside the
-    # parallel suite). The full-size bench measures it; here it must only be there.
-    assert all(isinstance(rate, float) for rate in curves["one at a time"].values())
+    # One at a time, --quick sends 30 orders: at failure rates 0 and 0.1 they take less time than the
+    # noise in two consumers' start-up on a loaded machine (N / (T_N - T_0) came out negative beside
+    # the parallel suite; the full-size bench resolves them). At 0.3 and 0.5 retries take seconds.
+    assert all(curves["one at a time"][rate] > 0 for rate in ("0.3", "0.5"))
     assert "ProducerPerformance" in result.stdout and "ConsumerPerformance" in result.stdout
