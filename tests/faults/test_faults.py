@@ -8,7 +8,7 @@ The full-size run with its table is `python -m tests.faults.run`.
 import pytest
 
 from .harness import MODES, FaultBroker, Run
-from .scenarios import KILLS_THE_BROKER, SCENARIOS, modes_of
+from .scenarios import KILLS_THE_BROKER, PAUSED, SCENARIOS, modes_of
 
 ORDERS = 200
 CASES = [(name, mode) for name in SCENARIOS for mode in modes_of(name, MODES)]
@@ -27,8 +27,9 @@ def case_ids(cases: list[tuple[str, str]]) -> list[str]:
     return [f"{scenario}-{mode}" for scenario, mode in cases]
 
 
-SHARED = [case for case in CASES if case[0] not in KILLS_THE_BROKER]
+SHARED = [case for case in CASES if case[0] not in KILLS_THE_BROKER | PAUSED]
 PRIVATE = [case for case in CASES if case[0] in KILLS_THE_BROKER]
+PAUSED_CASES = [case for case in CASES if case[0] in PAUSED]
 
 
 @pytest.mark.parametrize(("scenario", "mode"), SHARED, ids=case_ids(SHARED))
@@ -38,6 +39,12 @@ def test_scenario_is_exact(shared_fault_broker, scenario, mode, tmp_path):
 
 @pytest.mark.parametrize(("scenario", "mode"), PRIVATE, ids=case_ids(PRIVATE))
 def test_scenario_killing_the_broker_is_exact(fault_broker, scenario, mode, tmp_path):
+    check_row(fault_broker, scenario, mode, tmp_path)
+
+
+@pytest.mark.parametrize(("scenario", "mode"), PAUSED_CASES, ids=case_ids(PAUSED_CASES))
+def test_paused_consumer_scenario_is_exact(fault_broker, scenario, mode, tmp_path):
+    """On a broker of this worker's own: see scenarios.PAUSED."""
     check_row(fault_broker, scenario, mode, tmp_path)
 
 

@@ -35,7 +35,9 @@ def test_unreachable_broker_is_one_line_within_seconds(script, args):
     result = run_script(script, "--bootstrap-servers", "localhost:1", *args, timeout=60)
     assert time.monotonic() - started < 20
     assert result.returncode == 1
-    waiting, error = result.stderr.splitlines()  # never a silent wait, then one error line
+    lines = result.stderr.splitlines()
+    assert len(lines) == 2, result.stderr  # never a silent wait, then one error line
+    waiting, error = lines
     assert waiting == "Waiting: no answer from Kafka at localhost:1 yet (giving up after 10 s)"
     assert error.startswith("error: cannot reach Kafka at localhost:1 (")
     assert error.endswith("; start one with 'docker compose up -d' or 'bin/kafka-local start'")
