@@ -38,7 +38,6 @@ def bootstrap_servers() -> str:
 # starts its brokers on ports of its own (tests/workers.py), so a group is economy, not safety.
 BROKER_GROUPS = {  # test id prefix -> group
     "tests/faults/test_faults.py::test_scenario_killing_the_broker_is_exact": "faults-zookeeper",
-    "tests/faults/test_faults.py::test_paused_consumer_scenario_is_exact": "faults-paused",
     "tests/faults/test_faults.py::test_kip848_on_a_broker_without_it": "faults-zookeeper",
     "tests/faults/test_faults.py::test_share_groups_on_a_broker_without_them": "faults-zookeeper",
     "tests/faults/test_cluster_faults.py::test_scenario_is_exact_on_a_cluster[three-brokers": "three-brokers",

@@ -42,6 +42,7 @@ def test_scenario_killing_the_broker_is_exact(fault_broker, scenario, mode, tmp_
     check_row(fault_broker, scenario, mode, tmp_path)
 
 
+@pytest.mark.quiet_machine  # bin/test runs these after the rest: see scenarios.PAUSED
 @pytest.mark.parametrize(("scenario", "mode"), PAUSED_CASES, ids=case_ids(PAUSED_CASES))
 def test_paused_consumer_scenario_is_exact(fault_broker, scenario, mode, tmp_path):
     """On a broker of this worker's own: see scenarios.PAUSED."""
