@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import sys
 import threading
 from collections.abc import Callable
@@ -16,6 +15,7 @@ from kafka_project import cluster
 from kafka_project.errors import InvalidInputError, UserError, where_not_utf8
 from kafka_project.order_codec import SCHEMA_PATH, OrderCodec
 from kafka_project.registry import RegistryUnavailableError, SchemaRegistry, split_registry_properties
+from kafka_project.watchdog import quit_on_third_ctrl_c
 
 __all__ = ["UserError"]
 
@@ -194,10 +194,6 @@ positive_int = checked(int, lambda value: value >= 1, "is not a positive whole n
 port_number = checked(int, lambda value: 1 <= value <= 65535, "is not a port number (1-65535)")
 
 
-SIGNALS_TO_QUIT_NOW = 3  # Ctrl-Cs
-_keep_alive: list[socket.socket] = []  # the wake-up fd's socket, open for the life of the process
-
-
 def stop_on_signals() -> threading.Event:
     """The first Ctrl-C or SIGTERM asks for a clean stop. A second Ctrl-C stops the work at once
     (KeyboardInterrupt) but still lets what is done be committed; a third quits on the spot."""
@@ -218,30 +214,8 @@ def stop_on_signals() -> threading.Event:
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
-    if not _keep_alive:
-        quit_on_third_ctrl_c()
+    quit_on_third_ctrl_c()
     return stop
-
-
-def quit_on_third_ctrl_c() -> None:
-    """Python runs signal handlers only between bytecodes, so a call blocked inside librdkafka (a
-    transactional call while the broker is down can block for as long as the outage) would ignore
-    every Ctrl-C. A thread watching the signal wake-up fd counts them and, at the third, exits at
-    once: nothing more is committed, so whatever is not done is delivered again next time."""
-    reader, writer = socket.socketpair()
-    writer.setblocking(False)
-    signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
-
-    def watch() -> None:
-        seen = 0
-        while data := reader.recv(64):
-            seen += data.count(signal.SIGINT)
-            if seen >= SIGNALS_TO_QUIT_NOW:
-                os.write(2, b"\nquitting now, without waiting for anything in flight\n")
-                os._exit(130)
-
-    threading.Thread(target=watch, daemon=True, name="quit-on-signals").start()
-    _keep_alive.append(writer)
 
 
 def run(main: Callable[[], int | None]) -> None:

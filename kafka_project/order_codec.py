@@ -28,6 +28,7 @@ from fastavro.types import Schema
 from kafka_project import registry
 from kafka_project.errors import InvalidInputError, UserError, where_not_utf8
 from kafka_project.registry import SchemaRegistry
+from kafka_project.writer_schema import PriceType, UnusableWriterSchema, raw_writer
 
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "order.avsc"
 HISTORY_DIR = SCHEMA_PATH.parent / "history"  # every earlier published version, never edited
@@ -38,6 +39,10 @@ CENT = Decimal("0.01")
 ZERO = Decimal(0)  # comparing Decimals is twice as fast as comparing a Decimal with an int
 # Anything above this is a data error, not a sale (the producer stays far below it).
 MAX_PRICE = Decimal("100000.00")
+# Bounds that no real order comes near, checked before and after decoding: a value longer than
+# MAX_VALUE_BYTES is poison unread, and so is a text field longer than MAX_TEXT_CHARS.
+MAX_VALUE_BYTES = 16 * 1024
+MAX_TEXT_CHARS = 200
 
 
 class SchemaFileError(InvalidInputError):
@@ -50,6 +55,10 @@ class OrderDecodeError(ValueError):
 
 class UnknownSchemaError(OrderDecodeError):
     """The value lacks the single-object marker or names a schema this codec does not know."""
+
+
+class UnusableSchemaError(OrderDecodeError):
+    """The value names a writer schema that cannot be an order's, or whose decoding is unbounded."""
 
 
 class InvalidOrderError(OrderDecodeError):
@@ -110,6 +119,10 @@ def parse_order_schema(document: Schema, path: Path) -> Schema:
         raise SchemaFileError(
             f"schema file {path} is valid Avro but not an order record: no {', '.join(sorted(missing))}"
         )
+    try:
+        raw_writer(schema)
+    except UnusableWriterSchema as exc:
+        raise SchemaFileError(f"schema file {path} cannot be an order's: {exc}") from None
     return schema
 
 
@@ -128,8 +141,9 @@ class Reading:
     """How to read the values that start with one header (a fingerprint, or a registry id)."""
 
     body_start: int
-    writer: Schema
-    reader: Schema | None  # None: the writer's schema is the reader's, nothing to resolve
+    writer: Schema  # with the price as plain bytes (writer_schema.raw_writer)
+    reader: Schema | None  # likewise; None: the writer's schema is the reader's, nothing to resolve
+    price: PriceType  # the writer's decimal type, which turns the price's bytes into a Decimal
 
 
 class OrderCodec:
@@ -150,6 +164,7 @@ class OrderCodec:
         self.published = {
             SINGLE_OBJECT_MARKER + schema_fingerprint(s): s for s in [*published_schemas(), self.schema]
         }
+        self.raw_reader = raw_writer(self.schema).schema
         self.readings: dict[bytes, Reading] = {}
 
     def write_registry_format(self, topic: str, use_latest: bool = False) -> int:
@@ -193,17 +208,18 @@ class OrderCodec:
             raise InvalidOrderError("empty value" if value is not None else "null value (tombstone)")
         key = value[: registry.HEADER_SIZE] if value[0] == 0 else value[:HEADER_SIZE]
         reading = self.readings.get(key) or self.reading_for(key)
+        if len(value) > MAX_VALUE_BYTES:  # before decoding: the work per record stays bounded
+            raise InvalidOrderError(f"value is {len(value)} bytes; an order takes at most {MAX_VALUE_BYTES}")
         body = io.BytesIO(value)
         body.seek(reading.body_start)
         try:
             record = fastavro.schemaless_reader(body, reading.writer, reading.reader)
+            assert isinstance(record, dict)  # the order schema is a record
+            price = reading.price.decimal(record["price"])
         except (EOFError, ValueError, IndexError, OverflowError, MemoryError, SchemaResolutionError) as exc:
             raise InvalidOrderError(f"malformed Avro body: {exc or type(exc).__name__}") from exc
         if body.tell() != len(value):
             raise InvalidOrderError(f"{len(value) - body.tell()} unexpected bytes after the record")
-        assert isinstance(record, dict)  # the order schema is a record
-        if not isinstance(price := record["price"], Decimal):  # a writer schema without the decimal type
-            raise InvalidOrderError(f"price is {type(price).__name__}, not a decimal")
         return validate(Order(record["orderId"], record["product"], price, record.get("customerId")))
 
     def reading_for(self, key: bytes) -> Reading:
@@ -231,7 +247,11 @@ class OrderCodec:
             raise UnknownSchemaError(
                 "unknown schema: no Avro single-object marker (C3 01) and no Schema Registry header (00 + id)"
             )
-        reading = Reading(len(key), writer, None if writer == self.schema else self.schema)
+        try:
+            raw = raw_writer(writer)
+        except UnusableWriterSchema as exc:
+            raise UnusableSchemaError(f"unusable writer schema: {exc}") from None
+        reading = Reading(len(key), raw.schema, None if writer == self.schema else self.raw_reader, raw.price)
         self.readings[key] = reading
         return reading
 
@@ -240,6 +260,13 @@ def validate(order: Order) -> Order:
     """Business rules that Avro's types cannot express."""
     if not order.order_id.strip():
         raise InvalidOrderError("empty orderId")
+    for name, text in (
+        ("orderId", order.order_id),
+        ("product", order.product),
+        ("customerId", order.customer_id),
+    ):
+        if text is not None and len(text) > MAX_TEXT_CHARS:
+            raise InvalidOrderError(f"{name} is {len(text)} characters; at most {MAX_TEXT_CHARS}")
     if order.price <= ZERO:
         raise InvalidOrderError(f"price {order.price} is not positive")
     if order.price > MAX_PRICE:

@@ -37,7 +37,7 @@ from kafka_project.cli import (
 )
 from kafka_project.cluster import client_config, refused_settings_text, wait_for_topics
 from kafka_project.consumer.exactly_once import ExactlyOnceProcessor, transactional_producer_config
-from kafka_project.consumer.flags import add_processing_flags
+from kafka_project.consumer.flags import add_processing_flags, refuse_shared_topics
 from kafka_project.consumer.group_protocol import GROUP_PROTOCOLS, group_settings, refused_protocol
 from kafka_project.consumer.live_view import status_display
 from kafka_project.consumer.metrics import serve_metrics
@@ -99,6 +99,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="serve Prometheus metrics on http://0.0.0.0:PORT/metrics (env METRICS_PORT; default: off)",
     )
     args = parse_with_connection(parser, argv)
+    refuse_shared_topics(parser, args)
     if RetryPolicy(args.max_attempts, args.retry_backoff).worst_case_s() > MAX_RETRY_WAIT_S:
         parser.error(
             f"--max-attempts {args.max_attempts} with --retry-backoff {args.retry_backoff} waits over "

@@ -47,3 +47,14 @@ def add_processing_flags(parser: argparse.ArgumentParser, retry_backoff_help: st
         help="exit after this long without a new record (default: run until Ctrl-C)",
     )
     parser.add_argument("--quiet", action="store_true", help="print only the final summary")
+
+
+def refuse_shared_topics(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exit 2 if the source, DLQ and stats topics are not three different topics: a DLQ that is its
+    own source copies a poison record into itself for ever (802 copies, 107 MB in 8 s)."""
+    roles = {"--topic": args.topic, "--dlq-topic": args.dlq_topic, "--stats-topic": args.stats_topic}
+    seen: dict[str, str] = {}
+    for flag, topic in roles.items():
+        if topic in seen:
+            parser.error(f"{seen[topic]} and {flag} are both '{topic}'; they must be different topics")
+        seen[topic] = flag

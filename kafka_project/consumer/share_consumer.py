@@ -41,7 +41,7 @@ from kafka_project.cli import (
     stop_on_signals,
 )
 from kafka_project.cluster import client_config, refused_settings_text, wait_for_topics
-from kafka_project.consumer.flags import add_processing_flags
+from kafka_project.consumer.flags import add_processing_flags, refuse_shared_topics
 from kafka_project.consumer.retry import RetryPolicy
 from kafka_project.consumer.share_group import prepare_share_group
 from kafka_project.consumer.share_processor import ShareProcessor
@@ -72,7 +72,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     add_env_flag(parser, "--share-group", "KAFKA_SHARE_GROUP", "order-workers", "share group")
     add_wait_for_topics_flag(parser, None, "until they exist, or --idle-timeout when given")
-    return parse_with_connection(parser, argv)
+    args = parse_with_connection(parser, argv)
+    refuse_shared_topics(parser, args)
+    return args
 
 
 def share_consumer_config(bootstrap_servers: str, group: str) -> dict:

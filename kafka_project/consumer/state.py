@@ -57,13 +57,14 @@ class PartitionState:
     @classmethod
     def from_json(cls, value: bytes) -> PartitionState:
         fields = json.loads(value)
+        aggregate = RunningAverage.restored(fields["count"], fields["total"])
         return cls(
-            fields["group"],
-            fields["topic"],
-            int(fields["partition"]),
-            int(fields["count"]),
-            Decimal(fields["total"]),
-            int(fields["next_offset"]),
+            text(fields, "group"),
+            text(fields, "topic"),
+            whole_number(fields, "partition"),
+            aggregate.count,
+            aggregate.total_price,
+            whole_number(fields, "next_offset"),
         )
 
     def aggregate(self) -> RunningAverage:
@@ -91,10 +92,23 @@ class ConsumerState:
     @classmethod
     def from_json(cls, value: bytes) -> ConsumerState:
         fields = json.loads(value)
-        return cls(fields["group"], fields["consumer"], int(fields["count"]), Decimal(fields["total"]))
+        aggregate = RunningAverage.restored(fields["count"], fields["total"])
+        return cls(text(fields, "group"), text(fields, "consumer"), aggregate.count, aggregate.total_price)
 
     def aggregate(self) -> RunningAverage:
         return RunningAverage(self.count, self.total)
+
+
+def text(fields: dict, name: str) -> str:
+    if not isinstance(value := fields[name], str):
+        raise TypeError(f"{name} is not a string")
+    return value
+
+
+def whole_number(fields: dict, name: str) -> int:
+    if type(value := fields[name]) is not int or value < 0:
+        raise ValueError(f"{name} is not a whole number")
+    return value
 
 
 def aggregate_to_metadata(aggregate: RunningAverage) -> str:
@@ -107,10 +121,9 @@ def aggregate_from_metadata(metadata: str | None) -> RunningAverage | None:
     without --exactly-once, or by an offset reset) or something else."""
     try:
         fields = json.loads(metadata or "")
-        count, total = int(fields["count"]), Decimal(fields["total"])
+        return RunningAverage.restored(fields["count"], fields["total"])
     except (ValueError, KeyError, TypeError, ArithmeticError):
         return None
-    return RunningAverage(count, total) if count >= 0 and total.is_finite() else None
 
 
 def read_states(bootstrap_servers: str, stats_topic: str, group: str) -> dict[PartitionKey, PartitionState]:
@@ -134,15 +147,22 @@ def read_snapshots(
         if value is None:
             continue
         try:
-            fields = json.loads(value)
-            kind = ConsumerState if isinstance(fields, dict) and "consumer" in fields else PartitionState
-            state = kind.from_json(value)
-        except (ValueError, KeyError, TypeError, ArithmeticError):
+            state = snapshot_from_json(value)
+        except (ValueError, KeyError, TypeError, ArithmeticError, RecursionError):
             print(f"warning: {stats_topic} offset {msg.offset()} is not a snapshot; ignored", file=sys.stderr)
             continue
         if state.group == group:
             latest[state.key] = state
     return [latest[key] for key in sorted(latest)]
+
+
+def snapshot_from_json(value: bytes) -> PartitionState | ConsumerState:
+    """A snapshot record's value, of either kind; ValueError, KeyError, TypeError or
+    ArithmeticError when it is not one this program wrote."""
+    fields = json.loads(value)
+    if not isinstance(fields, dict):
+        raise TypeError("not a JSON object")
+    return (ConsumerState if "consumer" in fields else PartitionState).from_json(value)
 
 
 def combined(aggregates: list[RunningAverage]) -> RunningAverage:

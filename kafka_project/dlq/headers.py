@@ -25,23 +25,36 @@ MAX_ERROR_MESSAGE_CHARS = 500
 def dlq_headers(
     original: Message, error: Exception, attempts: int, group_id: str, failed_at: datetime
 ) -> Headers:
-    """The original record's headers plus where it came from and why it failed."""
+    """The original record's headers plus where it came from and why it failed.
+
+    A record this group dead-lettered before (it carries our dlq.consumer.group; copied back into
+    the source by hand or by another tool) is not wrapped again: its old dlq.* set is replaced, and
+    the new set keeps the first origin, so the headers never grow round a loop."""
     _, timestamp_ms = original.timestamp()
-    added = {
+    origin: dict[str, str | int | None] = {
         "original.topic": original.topic(),
         "original.partition": original.partition(),
         "original.offset": original.offset(),
         "original.timestamp": timestamp_ms,
+    }
+    headers = received_headers(original)
+    earlier = {name[len(HEADER_PREFIX) :]: value for name, value in headers if name.startswith(HEADER_PREFIX)}
+    if earlier.get("consumer.group") == group_id.encode():
+        origin = {name: decoded(earlier.get(name)) or value for name, value in origin.items()}
+        headers = [(name, value) for name, value in headers if not name.startswith(HEADER_PREFIX)]
+    added = {
+        **origin,
         "error.type": type(error).__name__,
         "error.message": str(error)[:MAX_ERROR_MESSAGE_CHARS],
         "attempts": attempts,
         "consumer.group": group_id,
         "failed.at": failed_at.isoformat(timespec="milliseconds"),
     }
-    return [
-        *received_headers(original),
-        *((HEADER_PREFIX + name, str(value).encode()) for name, value in added.items()),
-    ]
+    return [*headers, *((HEADER_PREFIX + name, str(value).encode()) for name, value in added.items())]
+
+
+def decoded(value: bytes | None) -> str | None:
+    return None if value is None else value.decode(errors="replace")
 
 
 def received_headers(msg: Message) -> ReceivedHeaders:

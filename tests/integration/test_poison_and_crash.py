@@ -8,6 +8,7 @@ from decimal import Decimal
 from confluent_kafka import Producer
 
 from kafka_project.order_codec import Order, OrderCodec
+from tests.avro_bytes import order_body
 from tests.faults.harness import successful_order_ids
 
 from .conftest import (
@@ -33,6 +34,13 @@ POISON = {
     "negative price": (codec.encode(Order("ORD-NEG", "Tablet", Decimal("-1.00"))), "InvalidOrderError"),
     "absurd price": (codec.encode(Order("ORD-BIG", "Tablet", Decimal("9999999.00"))), "InvalidOrderError"),
     "non-UTF-8 text": (VALID.replace(b"Tablet", b"Tab\xfe\xfft"), "InvalidOrderError"),
+    # Hostile records: decoding them was quadratic, or overflowed (a traceback on every restart).
+    "price of 416,000 bytes": (codec.header + order_body(b"\x7f" * 416_000), "InvalidOrderError"),
+    "price of 6 bytes": (codec.header + order_body(b"\x00\x00\x00\x00\x30\x39"), "InvalidOrderError"),
+    "product of 100,000 characters": (
+        codec.encode(Order("ORD-LONG", "x" * 100_000, Decimal("1.00"))),
+        "InvalidOrderError",
+    ),
 }
 
 
@@ -50,10 +58,10 @@ def test_poison_goes_to_the_dlq_once_without_retries(bootstrap_servers, topics):
     assert consumed.returncode == 0, consumed.stderr
     assert "Traceback" not in consumed.stderr
     assert summary(consumed) == {
-        "processed": "8",
-        "dlq": "8",
+        "processed": str(len(POISON)),
+        "dlq": str(len(POISON)),
         "retries": "0",
-        "total": "160.00",
+        "total": f"{20 * len(POISON)}.00",
         "avg": "20.00",
     }
     assert "Attempt" not in consumed.stdout  # poison is never retried
@@ -132,3 +140,19 @@ def test_dlq_list_json_has_one_line_per_record_with_reason_and_headers(bootstrap
     }
     assert order["headers"]["dlq.attempts"] == "1"
     assert order["headers"]["dlq.original.offset"] == "1"
+
+
+def test_stats_reads_past_snapshots_no_orders_add_up_to(bootstrap_servers, topics):
+    """A snapshot total of 1e999999 or NaN crashed stats.py; each is one warning now."""
+    producer = Producer({"bootstrap.servers": bootstrap_servers})
+    good = {"group": topics.group, "topic": topics.orders, "count": 2, "total": "30.10", "next_offset": 2}
+    for partition, total in enumerate(["1e999999", "NaN", "30.10"]):
+        snapshot = {**good, "partition": partition, "total": total}
+        producer.produce(topics.stats, key=f"{partition}".encode(), value=json.dumps(snapshot).encode())
+    assert producer.flush(30) == 0
+    result = run_script("consumer_stats", "--stats-topic", topics.stats, "--group-id", topics.group)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        f"warning: {topics.stats} offset {offset} is not a snapshot; ignored" for offset in (0, 1)
+    ]
+    assert result.stdout.splitlines()[-1] == "Global: count=2 total=30.10 avg=15.05"

@@ -16,8 +16,10 @@ from confluent_kafka.schema_registry import SchemaRegistryClient, topic_subject_
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
+from kafka_project import registry
 from kafka_project.order_codec import HISTORY_DIR, SCHEMA_PATH, Order, OrderCodec
 from kafka_project.registry import SchemaRegistry
+from tests.avro_bytes import avro_long, order_body
 
 from .conftest import (
     committed_offset,
@@ -310,3 +312,28 @@ def test_use_latest_schema_refuses_a_latest_version_it_cannot_write(
     [line] = result.stderr.splitlines()
     assert line.startswith("error: cannot write orders with schema id "), line
     assert records(bootstrap_servers, topics.orders) == []
+
+
+def test_a_compatible_writer_claiming_2_to_the_40_items_is_dead_lettered_not_a_hang(
+    bootstrap_servers, topics, schema_registry
+):
+    """A new version with an array of null (a default makes it compatible): a 30-byte record that
+    claims 2^40 items took fastavro about 6 hours to skip, deaf to Ctrl-C. Now: poison, at once."""
+    hostile = json.loads(SCHEMA_PATH.read_text())
+    hostile["fields"].append({"name": "junk", "type": {"type": "array", "items": "null"}, "default": []})
+    client = SchemaRegistryClient({"url": schema_registry, "timeout": 10})
+    schema_id = client.register_schema(f"{topics.orders}-value", RegistrySchema(json.dumps(hostile), "AVRO"))
+    value = registry.header(schema_id) + order_body(b"\x30\x39") + avro_long(2**40) + avro_long(0)
+    producer = Producer({"bootstrap.servers": bootstrap_servers})
+    producer.produce(topics.orders, key=b"hostile", value=value)
+    assert producer.flush(30) == 0
+    produce(topics, 3, "--seed", "4")
+    started = time.monotonic()
+    figures = consume(topics, "--schema-registry", schema_registry)
+    assert time.monotonic() - started < 60
+    assert (figures["processed"], figures["dlq"]) == ("3", "1")
+    (dead,) = records(bootstrap_servers, topics.dlq)
+    assert dead.value() == value
+    assert headers_of(dead)["dlq.error.type"] == "UnusableSchemaError"
+    assert headers_of(dead)["dlq.attempts"] == "0"
+    assert committed_offset(bootstrap_servers, topics.group, topics.orders) == 4

@@ -37,3 +37,36 @@ def test_headers_name_origin_reason_attempts_group_and_time():
         ("dlq.consumer.group", b"order-consumer"),
         ("dlq.failed.at", b"2026-11-24T01:02:03.456+00:00"),
     ]
+
+
+def copy_of(record: Message, headers, topic: str, offset: int) -> Message:
+    """The record as it arrives again, copied into `topic` with the given headers."""
+    return Message(
+        topic=topic, partition=0, offset=offset, key=record.key(), value=record.value(), headers=headers
+    )
+
+
+def test_a_record_this_group_dead_lettered_before_is_not_wrapped_again():
+    """Copied round a loop a thousand times, it keeps one dlq.* set, naming the first origin."""
+    failed_at = datetime(2026, 12, 3, tzinfo=UTC)
+    record = Message(
+        topic="orders", partition=1, offset=7, key=b"k", value=b"v", headers=[("trace-id", b"abc")]
+    )
+    for lap in range(1000):
+        record = copy_of(
+            record, dlq_headers(record, ValueError("bad"), 0, "order-consumer", failed_at), "loop", lap
+        )
+    headers = dlq_headers(record, ValueError("bad"), 0, "order-consumer", failed_at)
+    assert len(headers) == 1 + 9
+    assert dict(headers)["dlq.original.topic"] == b"orders"
+    assert dict(headers)["dlq.original.offset"] == b"7"
+    assert headers[0] == ("trace-id", b"abc")
+
+
+def test_another_group_s_dlq_copy_is_wrapped_with_its_own_origin():
+    failed_at = datetime(2026, 12, 3, tzinfo=UTC)
+    first = Message(topic="orders", partition=1, offset=7, key=b"k", value=b"v", headers=[])
+    copy = copy_of(first, dlq_headers(first, ValueError("bad"), 0, "group-a", failed_at), "orders-dlq", 3)
+    headers = dlq_headers(copy, ValueError("bad"), 0, "group-b", failed_at)
+    assert len(headers) == 9 + 9
+    assert [v for k, v in headers if k == "dlq.original.topic"] == [b"orders", b"orders-dlq"]

@@ -13,10 +13,10 @@ from kafka_project.order_codec import (
     HISTORY_DIR,
     SCHEMA_PATH,
     SINGLE_OBJECT_MARKER,
-    InvalidOrderError,
     Order,
     OrderCodec,
     UnknownSchemaError,
+    UnusableSchemaError,
     published_schemas,
     schema_fingerprint,
 )
@@ -105,5 +105,5 @@ def test_a_writer_whose_price_is_not_a_decimal_is_poison_not_a_crash(tmp_path):
     value = encode_with(
         schema, header, {"orderId": "ORD-1", "product": "Tablet", "price": b"\x01", "customerId": None}
     )
-    with pytest.raises(InvalidOrderError, match="price is bytes, not a decimal"):
+    with pytest.raises(UnusableSchemaError, match="the writer's price is not a decimal of bytes"):
         codec.decode(value)
