@@ -249,10 +249,16 @@ def wait_for_topics(
 
 
 def read_topic(
-    bootstrap_servers: str, topic: str, timeout_s: float = 30.0, config: Mapping[str, str] | None = None
+    bootstrap_servers: str,
+    topic: str,
+    timeout_s: float = 30.0,
+    config: Mapping[str, str] | None = None,
+    ranges: Mapping[int, tuple[int, int | None]] | None = None,
 ) -> Iterator[Message]:
     """Every committed record of a topic, from the beginning to the current end, without a group
-    commit. `config`: the settings the topic is created with, for the hint when it is missing."""
+    commit. `config`: the settings the topic is created with, for the hint when it is missing.
+    `ranges`: only these partitions, each from its start offset (OFFSET_BEGINNING: the first
+    record kept) up to, not including, its stop offset (None: the current end)."""
     consumer = Consumer(
         client_config(
             bootstrap_servers,
@@ -266,20 +272,35 @@ def read_topic(
     )
     try:
         require_topics(consumer, bootstrap_servers, [topic], {topic: config or {}})
-        partitions = consumer.list_topics(topic, timeout=METADATA_TIMEOUT_S).topics[topic].partitions
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-        unfinished = set(partitions)
+        if ranges is None:
+            partitions = consumer.list_topics(topic, timeout=METADATA_TIMEOUT_S).topics[topic].partitions
+            ranges = {partition: (OFFSET_BEGINNING, None) for partition in partitions}
+        stops = {p: stop for p, (start, stop) in ranges.items() if stop is None or stop > max(start, 0)}
+        if not stops:
+            return
+        consumer.assign([TopicPartition(topic, p, ranges[p][0]) for p in stops])
+        unfinished = set(stops)
         deadline = time.monotonic() + timeout_s
         while unfinished and time.monotonic() < deadline:
             msg = consumer.poll(0.5)
             if msg is None:
                 continue
+            partition, offset = msg.partition(), msg.offset()
+            assert partition is not None and offset is not None  # set on records and partition EOFs
             if error := msg.error():
                 if error.code() != KafkaError._PARTITION_EOF:
                     raise KafkaException(error)
-                unfinished.discard(msg.partition())
+                unfinished.discard(partition)
+                continue
+            stop = stops[partition]
+            if stop is not None and offset >= stop:
+                unfinished.discard(partition)
+                consumer.pause([TopicPartition(topic, partition)])
                 continue
             yield msg
+            if stop is not None and offset + 1 >= stop:
+                unfinished.discard(partition)
+                consumer.pause([TopicPartition(topic, partition)])
         if unfinished:
             raise UserError(f"timed out reading {topic} after {timeout_s:.0f} s")
     finally:

@@ -36,7 +36,7 @@ from kafka_project.cli import (
     stop_on_signals,
 )
 from kafka_project.cluster import client_config, refused_settings_text, wait_for_topics
-from kafka_project.consumer.exactly_once import ExactlyOnceProcessor, transactional_producer_config
+from kafka_project.consumer.exactly_once import ExactlyOnceProcessor
 from kafka_project.consumer.flags import add_processing_flags, refuse_shared_topics
 from kafka_project.consumer.group_protocol import GROUP_PROTOCOLS, group_settings, refused_protocol
 from kafka_project.consumer.live_view import status_display
@@ -49,6 +49,7 @@ from kafka_project.dlq.dlq_producer import DeadLetterPublisher, dlq_producer_con
 from kafka_project.dlq.headers import DLQ_TOPIC_CONFIG
 from kafka_project.errors import InvalidInputError
 from kafka_project.order_codec import OrderCodec
+from kafka_project.transactions import transactional_producer_config
 
 BATCH_SIZE = 500
 # Retries wait in memory, holding their partition's commit position: waits longer than this

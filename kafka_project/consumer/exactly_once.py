@@ -33,7 +33,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from kafka_project.cluster import client_config, produce
+from kafka_project.cluster import produce
 from kafka_project.consumer.aggregate import RunningAverage
 from kafka_project.consumer.offsets import PartitionKey
 from kafka_project.consumer.processor import OrderProcessor, partition_key, position_of
@@ -45,31 +45,13 @@ from kafka_project.consumer.state import (
     combined,
 )
 from kafka_project.dlq.dlq_producer import DeadLetterPublisher
-from kafka_project.dlq.headers import DLQ_MAX_MESSAGE_BYTES
 from kafka_project.errors import UserError
 from kafka_project.order_codec import OrderCodec
 
 COMMIT_INTERVAL_S = 1.0  # while records keep coming; a quiet topic commits at once
-TRANSACTION_TIMEOUT_MS = 10000
 API_TIMEOUT_S = 30.0  # for one transactional call, retries included
 RESTORE_TIMEOUT_S = 30.0
 PRODUCER_BLOCKED = KafkaError._TIMED_OUT  # raised fatal by call_with_deadline(), never by librdkafka
-
-
-def transactional_producer_config(bootstrap_servers: str, transactional_id: str) -> dict:
-    # A unique transactional.id per process is safe: since KIP-447 zombies are fenced through the
-    # consumer group generation passed to send_offsets_to_transaction.
-    # A short transaction.timeout.ms: the open transaction of a crashed consumer holds back every
-    # read_committed reader of the DLQ and stats topics until the broker aborts it.
-    return client_config(
-        bootstrap_servers,
-        **{
-            "transactional.id": transactional_id,
-            "linger.ms": 5,
-            "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
-            "message.max.bytes": DLQ_MAX_MESSAGE_BYTES,
-        },
-    )
 
 
 @dataclass

@@ -134,8 +134,9 @@ class DeadLetterPublisher:
         return self.producer.flush(timeout_s)
 
 
-def format_dlq_record(msg: Message, codec: OrderCodec) -> str:
-    """One DLQ record for people: the decoded order (or why it is not one) and every header."""
+def format_dlq_record(msg: Message, codec: OrderCodec, first_copy: str | None = None) -> str:
+    """One DLQ record for people: the decoded order (or why it is not one), whether it repeats an
+    earlier copy (`first_copy`: where that one is), and every header."""
     try:
         body = f"order: {codec.decode(msg.value())}"
     except OrderDecodeError as exc:
@@ -148,11 +149,15 @@ def format_dlq_record(msg: Message, codec: OrderCodec) -> str:
         f"\n  {name}: {value.decode(errors='replace') if value is not None else None}"
         for name, value in received_headers(msg)
     )
-    return f"{describe(msg)}\n  {body}{headers}"
+    repeat = ""
+    if first_copy is not None and (origin := replay.origin_of(msg)) is not None:
+        repeat = f"\n  duplicate: second copy of {replay.describe_origin(origin)} (first: {first_copy})"
+    return f"{describe(msg)}\n  {body}{repeat}{headers}"
 
 
-def dlq_record_as_json(msg: Message, codec: OrderCodec) -> str:
-    """One DLQ record as one JSON line, for tools: the order (or null and why not) and the headers."""
+def dlq_record_as_json(msg: Message, codec: OrderCodec, first_copy: str | None = None) -> str:
+    """One DLQ record as one JSON line, for tools: the order (or null and why not), where the
+    first copy of the same original is if this one repeats it (else null), and the headers."""
     try:
         order, problem = codec.decode(msg.value()).to_record(), None
         order["price"] = str(order["price"])  # exact, as a decimal string
@@ -166,6 +171,7 @@ def dlq_record_as_json(msg: Message, codec: OrderCodec) -> str:
             "key": None if (key := msg.key()) is None else key.decode(errors="replace"),
             "order": order,
             "not_an_order": problem,
+            "duplicate_of": first_copy,
             "headers": {
                 k: v.decode(errors="replace") if v is not None else None for k, v in received_headers(msg)
             },
@@ -175,14 +181,25 @@ def dlq_record_as_json(msg: Message, codec: OrderCodec) -> str:
 
 def list_dlq(args: argparse.Namespace) -> int:
     codec = order_codec(args)
-    records = 0
+    records, duplicates = 0, 0
+    first_copies: dict[replay.Origin, str] = {}  # each original's first copy met
     for msg in read_topic(
         args.bootstrap_servers, args.topic, timeout_s=args.timeout, config=DLQ_TOPIC_CONFIG
     ):
-        print(dlq_record_as_json(msg, codec) if args.json else format_dlq_record(msg, codec) + "\n")
+        origin = replay.origin_of(msg)
+        first_copy = first_copies.get(origin) if origin is not None else None
+        if origin is not None and first_copy is None:
+            first_copies[origin] = describe(msg)
+        duplicates += first_copy is not None
+        print(
+            dlq_record_as_json(msg, codec, first_copy)
+            if args.json
+            else format_dlq_record(msg, codec, first_copy) + "\n"
+        )
         records += 1
     if not args.json:
-        print(f"{records} record(s) in {args.topic}")
+        repeats = f", {duplicates} of them second copies of an original" if duplicates else ""
+        print(f"{records} record(s) in {args.topic}{repeats}")
     return 0
 
 

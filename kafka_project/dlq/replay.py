@@ -2,28 +2,55 @@
 
 Each replayed record keeps its key, value and original headers, drops the `dlq.*` headers of its
 failure and carries `dlq.replay.count` (one more than before). A record already replayed
---max-replays times is refused rather than sent round the loop again. Progress is committed to the
-replay's own consumer group after the broker acknowledged each replayed record, so running the
-same replay again does not send it again (only a crash between that acknowledgement and the commit
-does); records a run passes over (filtered out or refused) are not revisited by that group either.
+--max-replays times is refused rather than sent round the loop again.
+
+Each original comes back once, however many copies the DLQ holds (an at-least-once consumer that
+dies between a copy's acknowledgement and its offset commit writes the copy again) and however
+often the replay runs: a copy whose dlq.original.topic/partition/offset was met before, in this run
+or below the group's committed position, is a duplicate and is passed over. A replayed record and
+the replay group's new position are committed in one Kafka transaction, so a crash between the
+two cannot send a record twice. Records a run passes over (filtered out, refused, duplicates) are
+not revisited by that group. A dry run reads from the group's position without joining the group.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import threading
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 
 from kafka_project.cli import stop_on_signals
-from kafka_project.cluster import client_config, existing_topics, produce, require_topics
+from kafka_project.cluster import (
+    METADATA_TIMEOUT_S,
+    client_config,
+    existing_topics,
+    produce,
+    read_topic,
+    require_topics,
+)
 from kafka_project.dlq.headers import DLQ_TOPIC_CONFIG, HEADER_PREFIX, describe, received_headers
 from kafka_project.errors import UserError
-from kafka_project.producer.producer import producer_config
+from kafka_project.transactions import transactional_producer_config
 
 REPLAY_COUNT_HEADER = f"{HEADER_PREFIX}replay.count"
+ORIGIN_HEADERS = tuple(f"{HEADER_PREFIX}original.{name}" for name in ("topic", "partition", "offset"))
+TRANSACTION_TIMEOUT_S = 30.0
+# Where a DLQ copy came from: (topic, partition, offset) as its headers say, the identity of the
+# original record.
+Origin = tuple[str, str, str]
 SHOWN_HEADER_CHARS = 40  # a header quoted in a reason is cut here: any producer may have set it
 
 
@@ -38,6 +65,16 @@ class Decision:
 def header(msg: Message, name: str) -> str | None:
     values = [value for key, value in received_headers(msg) if key == name]
     return values[-1].decode(errors="replace") if values and values[-1] is not None else None
+
+
+def origin_of(msg: Message) -> Origin | None:
+    """The original's coordinates; None when a header is missing (the record is refused anyway)."""
+    topic, partition, offset = (header(msg, name) for name in ORIGIN_HEADERS)
+    return (topic, partition, offset) if topic and partition and offset else None
+
+
+def describe_origin(origin: Origin) -> str:
+    return f"{quoted(origin[0])} [{quoted(origin[1])}] offset {quoted(origin[2])}"
 
 
 def order_id(msg: Message) -> str | None:
@@ -96,6 +133,35 @@ def dlq_records(consumer: Consumer, topic: str, stop: threading.Event) -> Iterat
         yield msg
 
 
+def group_positions(consumer: Consumer, topic: str) -> dict[int, int]:
+    """The replay group's committed position in each DLQ partition (OFFSET_BEGINNING if none)."""
+    partitions = consumer.list_topics(topic, timeout=METADATA_TIMEOUT_S).topics[topic].partitions
+    committed = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=METADATA_TIMEOUT_S)
+    return {tp.partition: tp.offset if tp.offset >= 0 else OFFSET_BEGINNING for tp in committed}
+
+
+def handled_origins(args: argparse.Namespace, positions: dict[int, int]) -> set[Origin]:
+    """The originals of the DLQ records the group has passed already (below its positions)."""
+    ranges = {p: (OFFSET_BEGINNING, position) for p, position in positions.items() if position > 0}
+    return {
+        origin
+        for msg in read_topic(args.bootstrap_servers, args.topic, ranges=ranges, config=DLQ_TOPIC_CONFIG)
+        if (origin := origin_of(msg)) is not None
+    }
+
+
+def unread_records(
+    args: argparse.Namespace, positions: dict[int, int], stop: threading.Event
+) -> Iterator[Message]:
+    """A dry run's records: from the group's positions to the end, without joining the group (a
+    replay of the same group running meanwhile is not disturbed, nor its records counted twice)."""
+    ranges = {p: (position, None) for p, position in positions.items()}
+    for msg in read_topic(args.bootstrap_servers, args.topic, ranges=ranges, config=DLQ_TOPIC_CONFIG):
+        if stop.is_set():
+            return
+        yield msg
+
+
 def partition_of(msg: Message) -> int:
     partition = msg.partition()
     assert partition is not None  # set on every record and partition EOF a consumer returns
@@ -122,24 +188,37 @@ def replay(args: argparse.Namespace, stop: threading.Event) -> dict[str, int]:
             },
         )
     )
-    producer = Producer(producer_config(args.bootstrap_servers))
-    tally = {"replayed": 0, "refused": 0, "skipped": 0}
+    tally = {"replayed": 0, "refused": 0, "skipped": 0, "duplicates": 0}
+    producer = None
     try:
         require_topics(consumer, args.bootstrap_servers, [args.topic], {args.topic: DLQ_TOPIC_CONFIG})
         topics = existing_topics(consumer, args.bootstrap_servers)
-        for msg in dlq_records(consumer, args.topic, stop):
-            decision = decide(msg, args, topics)
+        positions = group_positions(consumer, args.topic)
+        met = handled_origins(args, positions)
+        if args.dry_run:
+            source = unread_records(args, positions, stop)
+        else:
+            producer = Producer(
+                transactional_producer_config(args.bootstrap_servers, f"{args.group_id}-{uuid.uuid4()}")
+            )
+            producer.init_transactions(TRANSACTION_TIMEOUT_S)
+            source = dlq_records(consumer, args.topic, stop)
+        for msg in source:
+            origin = origin_of(msg)
+            decision = duplicate(origin) if origin in met else decide(msg, args, topics)
+            if origin is not None:
+                met.add(origin)
             label = f"{describe(msg)} (orderId {order_id(msg) or '-'})"
             if decision.action == "replay":
                 print(f"{'Would replay' if args.dry_run else 'Replayed'} {label} to {decision.target}")
-                if not args.dry_run:
-                    send(producer, msg, decision)
+                if producer is not None:
+                    send(producer, consumer, msg, decision)
                 tally["replayed"] += 1
             else:
-                print(f"{'Skipped' if decision.action == 'skip' else 'Refused'} {label}: {decision.reason}")
-                tally["skipped" if decision.action == "skip" else "refused"] += 1
-            if not args.dry_run:
-                consumer.commit(offsets=[next_offset(msg)], asynchronous=False)
+                print(f"{PASSED_OVER[decision.action]} {label}: {decision.reason}")
+                tally[TALLY[decision.action]] += 1
+                if producer is not None:
+                    consumer.commit(offsets=[next_offset(msg)], asynchronous=False)
             if args.limit and tally["replayed"] >= args.limit:
                 break
             if decision.action == "replay" and args.rate:
@@ -149,22 +228,37 @@ def replay(args: argparse.Namespace, stop: threading.Event) -> dict[str, int]:
     return tally
 
 
-def send(producer: Producer, msg: Message, decision: Decision) -> None:
-    """Produce and wait for the broker's acknowledgement: only then may the DLQ offset be committed."""
-    failures: list[KafkaError] = []
-    produce(
-        producer,
-        decision.target,
-        key=msg.key(),
-        value=msg.value(),
-        headers=list(decision.headers),
-        on_delivery=lambda err, _m: failures.append(err) if err else None,
-    )
-    if producer.flush(30) or failures:
-        reason = failures[0].str() if failures else "no acknowledgement within 30 s"
+PASSED_OVER = {"skip": "Skipped", "refuse": "Refused", "duplicate": "Duplicate"}
+TALLY = {"skip": "skipped", "refuse": "refused", "duplicate": "duplicates"}
+
+
+def duplicate(origin: Origin | None) -> Decision:
+    assert origin is not None  # only a record with an origin can repeat one
+    return Decision("duplicate", f"second copy of {describe_origin(origin)}, which this group has met")
+
+
+def send(producer: Producer, consumer: Consumer, msg: Message, decision: Decision) -> None:
+    """Produce the record and commit the group's new position in one transaction: both or neither."""
+    try:
+        producer.begin_transaction()
+        produce(
+            producer,
+            decision.target,
+            key=msg.key(),
+            value=msg.value(),
+            headers=list(decision.headers),
+        )
+        producer.send_offsets_to_transaction(
+            [next_offset(msg)], consumer.consumer_group_metadata(), TRANSACTION_TIMEOUT_S
+        )
+        producer.commit_transaction(TRANSACTION_TIMEOUT_S)
+    except KafkaException as exc:
+        with contextlib.suppress(KafkaException):  # if this fails too, the broker aborts it in time
+            producer.abort_transaction(TRANSACTION_TIMEOUT_S)
+        reason = exc.args[0].str()
         raise UserError(
             f"replaying {describe(msg)} to {decision.target} failed: {reason}; nothing was committed"
-        )
+        ) from None
 
 
 def run_replay(args: argparse.Namespace) -> int:

@@ -1,8 +1,13 @@
 """dlq_producer.py replay: back to the original topic once, with a replay count, never round and round."""
 
+import signal
+from decimal import Decimal
+
 from confluent_kafka import Producer
 
-from .conftest import consumer_args, headers_of, records, run_script, summary
+from kafka_project.order_codec import OrderCodec
+
+from .conftest import consumer_args, headers_of, records, run_script, start_script, summary, wait_until
 
 
 def replay(topics, *extra: str):
@@ -13,11 +18,11 @@ def replay(topics, *extra: str):
     return result
 
 
-def fail_everything(topics):
+def fail_everything(topics, *extra: str):
     result = run_script(
         "consumer",
         *consumer_args(
-            topics, "--failure-rate", "1", "--max-attempts", "1", "--idle-timeout", "3", "--quiet"
+            topics, "--failure-rate", "1", "--max-attempts", "1", "--idle-timeout", "3", "--quiet", *extra
         ),
     )
     assert result.returncode == 0, result.stderr
@@ -50,7 +55,7 @@ def test_replay_sends_each_record_back_once_and_refuses_loops(bootstrap_servers,
     again = records(bootstrap_servers, topics.dlq)[5:]
     assert len(again) == 5 and all(headers_of(m)["dlq.replay.count"] == "1" for m in again)
     refused = replay(topics, "--max-replays", "1")
-    assert summary(refused) == {"replayed": "0", "refused": "5", "skipped": "0"}
+    assert summary(refused) == {"replayed": "0", "refused": "5", "skipped": "0", "duplicates": "0"}
     assert "replayed 1 times already" in refused.stdout
 
 
@@ -63,7 +68,7 @@ def test_filters_pass_over_other_records(bootstrap_servers, topics):
     by_type = replay(topics, "--error-type", "UnknownSchemaError", "--dry-run")
     assert summary(by_type)["skipped"] == "3"
     by_id = replay(topics, "--order-id", first_id)
-    assert summary(by_id) == {"replayed": "1", "refused": "0", "skipped": "2"}
+    assert summary(by_id) == {"replayed": "1", "refused": "0", "skipped": "2", "duplicates": "0"}
     assert [m.key().decode() for m in records(bootstrap_servers, topics.orders)[3:]] == [first_id]
 
 
@@ -77,7 +82,7 @@ def test_a_replay_count_that_is_not_a_number_is_refused_and_the_replay_goes_on(b
 
     result = replay(topics)
     assert "Traceback" not in result.stderr
-    assert summary(result) == {"replayed": "1", "refused": "1", "skipped": "0"}
+    assert summary(result) == {"replayed": "1", "refused": "1", "skipped": "0", "duplicates": "0"}
     assert (
         f"Refused {topics.dlq} [0] offset 0 (orderId ORD-BAD): dlq.replay.count 'abc' is not" in result.stdout
     )
@@ -85,7 +90,7 @@ def test_a_replay_count_that_is_not_a_number_is_refused_and_the_replay_goes_on(b
     assert [(m.key(), m.value()) for m in replayed] == [(b"ORD-GOOD", b"\x00good\xff")]
     assert headers_of(replayed[0]) == {"dlq.replay.count": "1"}
     # Progress was committed past both: a second run finds nothing left to do.
-    assert summary(replay(topics)) == {"replayed": "0", "refused": "0", "skipped": "0"}
+    assert summary(replay(topics)) == {"replayed": "0", "refused": "0", "skipped": "0", "duplicates": "0"}
 
 
 def test_a_record_whose_original_topic_is_gone_is_refused_and_the_replay_goes_on(bootstrap_servers, topics):
@@ -99,7 +104,94 @@ def test_a_record_whose_original_topic_is_gone_is_refused_and_the_replay_goes_on
 
     result = replay(topics)
     assert result.returncode == 0, result.stderr
-    assert summary(result) == {"replayed": "1", "refused": "1", "skipped": "0"}
+    assert summary(result) == {"replayed": "1", "refused": "1", "skipped": "0", "duplicates": "0"}
     assert "(orderId ORD-GONE): its original topic 'orders-deleted-long-ago' does not exist" in result.stdout
     assert [m.key() for m in records(bootstrap_servers, topics.orders)] == [b"ORD-GOOD"]
-    assert summary(replay(topics)) == {"replayed": "0", "refused": "0", "skipped": "0"}
+    assert summary(replay(topics)) == {"replayed": "0", "refused": "0", "skipped": "0", "duplicates": "0"}
+
+
+def origins(dlq_records) -> list[tuple[str, str, str]]:
+    return [
+        tuple(headers_of(m)[f"dlq.original.{name}"] for name in ("topic", "partition", "offset"))
+        for m in dlq_records
+    ]
+
+
+def test_after_a_crash_replay_brings_each_original_back_once(bootstrap_servers, topics, tmp_path):
+    """An at-least-once consumer killed after the DLQ acknowledged copies but before their offsets
+    were committed writes them again on restart. Replay sent every copy: every order counted twice."""
+    run_script(
+        "producer", "--topic", topics.orders, "--count", "200", "--interval", "0", "--seed", "5", "--quiet"
+    )
+    originals = records(bootstrap_servers, topics.orders)
+    args = consumer_args(topics, "--failure-rate", "1", "--max-attempts", "1", "--retry-backoff", "0")
+    log = tmp_path / "killed.log"
+    killed = start_script("consumer", *args, stdout_path=log)
+    wait_until(lambda: log.read_text().count("Moved to DLQ") >= 100, 60, "100 DLQ copies")
+    killed.send_signal(signal.SIGKILL)
+    killed.wait(30)
+    fail_everything(topics)  # the restart: what was not committed is dead-lettered again
+    # And one copy written a third time, byte for byte, as another crash would: a duplicate for sure.
+    dead = records(bootstrap_servers, topics.dlq)
+    producer = Producer({"bootstrap.servers": bootstrap_servers})
+    producer.produce(topics.dlq, key=dead[0].key(), value=dead[0].value(), headers=dead[0].headers())
+    assert producer.flush(30) == 0
+    dead = records(bootstrap_servers, topics.dlq)
+    copies = len(dead) - 200
+    assert copies >= 1 and len(set(origins(dead))) == 200
+
+    listing = run_script("dlq", "list", "--topic", topics.dlq)
+    assert listing.stdout.count("duplicate: second copy of") == copies
+    assert listing.stdout.rstrip().endswith(
+        f"{len(dead)} record(s) in {topics.dlq}, {copies} of them second copies of an original"
+    )
+    dry = replay(topics, "--dry-run")
+    assert summary(dry) == {"would_replay": "200", "refused": "0", "skipped": "0", "duplicates": str(copies)}
+    assert summary(replay(topics, "--limit", "120")) == {
+        "replayed": "120",
+        "refused": "0",
+        "skipped": "0",
+        "duplicates": str(dead_before(dead, 120)),
+    }
+    rest = replay(topics)
+    assert summary(rest)["replayed"] == "80"
+    assert summary(replay(topics)) == {"replayed": "0", "refused": "0", "skipped": "0", "duplicates": "0"}
+
+    replayed = records(bootstrap_servers, topics.orders)[200:]
+    assert sorted(m.value() for m in replayed) == sorted(m.value() for m in originals)  # each once
+    counted = run_script(
+        "consumer", *consumer_args(topics, "--failure-rate", "0", "--idle-timeout", "3", "--quiet")
+    )
+    codec = OrderCodec()
+    total = sum((codec.decode(m.value()).price for m in originals), Decimal("0.00"))
+    assert summary(counted)["processed"] == "200" and summary(counted)["total"] == str(total)
+
+
+def dead_before(dead, replayed: int) -> int:
+    """How many duplicates a replay meets before its `replayed`-th first copy."""
+    met, duplicates = set(), 0
+    for origin in origins(dead):
+        if origin in met:
+            duplicates += 1
+            continue
+        if len(met) == replayed:
+            break
+        met.add(origin)
+    return duplicates
+
+
+def test_in_exactly_once_mode_no_dlq_copy_repeats_after_a_crash(bootstrap_servers, topics, tmp_path):
+    run_script(
+        "producer", "--topic", topics.orders, "--count", "200", "--interval", "0", "--seed", "6", "--quiet"
+    )
+    args = consumer_args(
+        topics, "--failure-rate", "1", "--max-attempts", "1", "--retry-backoff", "0", "--exactly-once"
+    )
+    log = tmp_path / "killed.log"
+    killed = start_script("consumer", *args, stdout_path=log)
+    wait_until(lambda: log.read_text().count("Moved to DLQ") >= 100, 60, "100 DLQ copies")
+    killed.send_signal(signal.SIGKILL)
+    killed.wait(30)
+    fail_everything(topics, "--exactly-once")
+    dead = records(bootstrap_servers, topics.dlq)  # read_committed
+    assert len(dead) == len(set(origins(dead))) == 200

@@ -11,10 +11,11 @@ from confluent_kafka import Consumer, Producer
 
 from kafka_project.consumer import consumer
 from kafka_project.consumer.aggregate import RunningAverage
-from kafka_project.consumer.exactly_once import ExactlyOnceProcessor, transactional_producer_config
+from kafka_project.consumer.exactly_once import ExactlyOnceProcessor
 from kafka_project.consumer.state import aggregate_from_metadata, read_states
 from kafka_project.dlq.dlq_producer import DeadLetterPublisher
 from kafka_project.order_codec import OrderCodec
+from kafka_project.transactions import transactional_producer_config
 
 from .conftest import (
     REPO,
