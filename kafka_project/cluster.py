@@ -321,14 +321,29 @@ class Record(TypedDict, total=False):
     on_delivery: Callable[[KafkaError | None, Message], None]
 
 
+# librdkafka's answer for a topic its metadata briefly lacks (a broker that has just restarted says
+# so while it recovers its partitions): produce() raises it, and queued records fail with it.
+# Nothing was written, so waiting and sending again is safe.
+TOPIC_UNKNOWN = {KafkaError._UNKNOWN_TOPIC, KafkaError._UNKNOWN_PARTITION, KafkaError.UNKNOWN_TOPIC_OR_PART}
+TOPIC_UNKNOWN_WAIT_S = 60.0  # how long produce() waits for it, then raises
+
+
 def produce(producer: Producer, topic: str, **record: Unpack[Record]) -> None:
-    """Producer.produce that waits for room when the local queue is full instead of failing."""
+    """Producer.produce that waits for room when the local queue is full instead of failing, and
+    for a topic that is briefly unknown (up to TOPIC_UNKNOWN_WAIT_S, then KafkaException)."""
+    unknown_since = None
     while True:
         try:
             producer.produce(topic, **record)
             return
         except BufferError:
             producer.poll(0.1)  # serving delivery reports frees queue space
+        except KafkaException as exc:
+            now = time.monotonic()
+            unknown_since = unknown_since or now
+            if exc.args[0].code() not in TOPIC_UNKNOWN or now - unknown_since > TOPIC_UNKNOWN_WAIT_S:
+                raise
+            producer.poll(0.2)
 
 
 def partitions_with_open_transactions(bootstrap_servers: str, topic: str) -> list[int]:

@@ -36,7 +36,7 @@ from kafka_project.cli import (
     positive_int,
     run,
 )
-from kafka_project.cluster import client_config, produce, read_topic
+from kafka_project.cluster import TOPIC_UNKNOWN, client_config, produce, read_topic
 from kafka_project.dlq import replay
 from kafka_project.dlq.headers import (
     DLQ_MAX_MESSAGE_BYTES,
@@ -94,7 +94,7 @@ class DeadLetterPublisher:
             elif not self.resend_failed:  # the transaction aborts; remember a refusal for good
                 if err.code() in REFUSED_FOR_GOOD and self.refusal is None:
                     self.refusal = self.refused(original, err)
-            elif err.retriable() or err.code() == KafkaError._MSG_TIMED_OUT:
+            elif err.retriable() or err.code() == KafkaError._MSG_TIMED_OUT or err.code() in TOPIC_UNKNOWN:
                 print(f"DLQ write for {describe(original)} failed ({err.str()}); retrying", file=sys.stderr)
                 self._produce(original, headers, on_acked)
             else:

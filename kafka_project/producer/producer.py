@@ -14,11 +14,13 @@ import random
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
+from dataclasses import dataclass
 from decimal import Decimal
 from itertools import count, islice, repeat
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from kafka_project.cli import (
     add_env_flag,
@@ -29,11 +31,13 @@ from kafka_project.cli import (
     parse_with_connection,
     positive_int,
     run,
+    silence_stdout,
     stop_on_signals,
 )
-from kafka_project.cluster import client_config, produce, wait_for_topics
-from kafka_project.order_codec import Order
-from kafka_project.producer.progress import progress_bar
+from kafka_project.cluster import TOPIC_UNKNOWN, TOPIC_UNKNOWN_WAIT_S, client_config, produce, wait_for_topics
+from kafka_project.errors import UserError
+from kafka_project.order_codec import Order, OrderCodec
+from kafka_project.producer.progress import Advance, progress_bar
 
 PRODUCTS = ["Laptop", "Phone", "Tablet", "Headphones", "Monitor", "Keyboard", "Mouse", "Camera"]
 PRICE_CENTS = (500, 150_000)  # $5.00 to $1,500.00
@@ -111,26 +115,110 @@ def order_keys(customers: int | None, seed: int | None) -> Iterator[str | None]:
     return (f"customer-{1 + int(rng.random() * customers)}" for _ in count())
 
 
+@dataclass
+class Unsent:
+    """An order librdkafka gave back because the topic was unknown, with when that first happened."""
+
+    key: bytes | None
+    value: bytes | None
+    since: float
+
+
 class DeliveryReport:
-    """The delivery callback: prints each delivery (unless quiet) and counts the failures."""
+    """The delivery callback: prints each delivery (unless quiet), counts the failures and keeps the
+    orders to send again."""
 
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
         self.failed = 0
+        self.unsent: deque[Unsent] = deque()
+        self.stdout_closed = False  # a delivery line met a closed stdout: no more of them
 
     def __call__(self, err: KafkaError | None, msg: Message) -> None:
-        if err is not None:
+        if err is not None and err.code() in TOPIC_UNKNOWN:
+            if not self.unsent:
+                print(
+                    f"Waiting: topic '{msg.topic()}' is unknown to the broker (restarting?)", file=sys.stderr
+                )
+            self.unsent.append(Unsent(msg.key(), msg.value(), time.monotonic()))
+        elif err is not None:
             self.failed += 1
             key = (msg.key() or b"").decode(errors="replace")  # the orderId, or a customer id
             print(f"Delivery failed for the order keyed {key}: {err.str()}", file=sys.stderr)
-        elif not self.quiet:
-            print(f"Message delivered to {msg.topic()} [{msg.partition()}]")
+        elif not self.quiet and not self.stdout_closed:
+            try:
+                print(f"Message delivered to {msg.topic()} [{msg.partition()}]")
+            except BrokenPipeError:  # raised here, it would stop flush() serving the other reports
+                silence_stdout()
+                self.stdout_closed = True
 
 
-def wait_serving_callbacks(producer: Producer, until: float, stop: threading.Event) -> None:
+class TopicUnknownError(UserError):
+    """The topic stayed unknown to the broker for TOPIC_UNKNOWN_WAIT_S."""
+
+
+class OrderSender:
+    """Hands orders to librdkafka, waits out a topic that is briefly unknown, and sends again what
+    librdkafka failed for it. An order sent again lands after orders of its key sent meanwhile: a
+    restart can reorder a key's orders (librdkafka fails a partition's queue in order, and that
+    order is kept among the ones sent again)."""
+
+    def __init__(self, producer: Producer, topic: str, report: DeliveryReport) -> None:
+        self.producer = producer
+        self.topic = topic
+        self.report = report
+        self.handed_over = 0  # new orders librdkafka took (sent again ones are not counted again)
+        self.resent = 0
+        self.gave_up: TopicUnknownError | None = None  # flush() stopped sending again
+
+    def send(self, key: bytes | None, value: bytes | None, since: float | None = None) -> None:
+        """TopicUnknownError once the topic has been unknown for TOPIC_UNKNOWN_WAIT_S (`since`: when
+        librdkafka gave back an order sent again; None for a new order)."""
+        if since is not None and time.monotonic() - since > TOPIC_UNKNOWN_WAIT_S:
+            raise self.unknown_for_too_long()
+        try:
+            produce(self.producer, self.topic, key=key, value=value)
+        except KafkaException as exc:
+            if exc.args[0].code() not in TOPIC_UNKNOWN:
+                raise
+            raise self.unknown_for_too_long() from None
+        self.handed_over += since is None
+
+    def unknown_for_too_long(self) -> TopicUnknownError:
+        return TopicUnknownError(
+            f"topic '{self.topic}' unknown to the broker for {TOPIC_UNKNOWN_WAIT_S:.0f} s; stopped"
+        )
+
+    def send_again(self) -> None:
+        """The orders librdkafka gave back since the last call, in the order it gave them back."""
+        while self.report.unsent:
+            unsent = self.report.unsent[0]
+            self.send(unsent.key, unsent.value, unsent.since)
+            self.report.unsent.popleft()
+            self.resent += 1
+
+    def poll(self, timeout_s: float = 0) -> None:
+        self.producer.poll(timeout_s)
+        self.send_again()
+
+    def flush(self, timeout_s: float) -> int:
+        """Wait for every order, sending again what comes back; how many are still not delivered.
+        Past TOPIC_UNKNOWN_WAIT_S it stops sending again (gave_up says why)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            undelivered = self.producer.flush(max(0.0, deadline - time.monotonic()))
+            if not self.report.unsent or time.monotonic() >= deadline or self.gave_up:
+                return undelivered + len(self.report.unsent)
+            try:
+                self.send_again()
+            except TopicUnknownError as exc:
+                self.gave_up = exc
+
+
+def wait_serving_callbacks(sender: OrderSender, until: float, stop: threading.Event) -> None:
     """Sleep between orders while delivery reports keep printing as they arrive."""
     while not stop.is_set() and (left := until - time.monotonic()) > 0:
-        producer.poll(min(left, 0.1))
+        sender.poll(min(left, 0.1))
 
 
 def main(args: argparse.Namespace) -> int:
@@ -139,42 +227,71 @@ def main(args: argparse.Namespace) -> int:
     # One delivery callback for the producer, not one handed over with every order.
     config = producer_config(args.bootstrap_servers, report_successes=not args.quiet)
     producer = Producer({**config, "on_delivery": report})
+    sender = OrderSender(producer, args.topic, report)
     stop = stop_on_signals()
     if not wait_for_topics(producer, args.bootstrap_servers, [args.topic], args.wait_for_topics, stop):
         return 0
-    if not args.quiet:
-        print(f"Starting Kafka Producer...\nSending orders to '{args.topic}' topic\n")
+    try:
+        if not args.quiet:
+            print(f"Starting Kafka Producer...\nSending orders to '{args.topic}' topic\n")
+        with progress_bar(args.count, args.topic) as progress:
+            send_orders(args, codec, sender, progress, stop)
+    finally:
+        # Whatever ended the run (the count, Ctrl-C, a closed stdout, an error): what was handed to
+        # librdkafka is delivered or counted as failed, and the summary says which.
+        failed = report.failed + sender.flush(FLUSH_TIMEOUT_S)
+        sent = sender.handed_over
+        print_even_if_stdout_closed(f"Summary: sent={sent} delivered={sent - failed} failed={failed}", report)
+    if sender.gave_up:
+        raise sender.gave_up
+    if report.stdout_closed:
+        raise BrokenPipeError  # run() says so and exits as a Unix tool does
+    return 1 if failed else 0
 
+
+def print_even_if_stdout_closed(line: str, report: DeliveryReport) -> None:
+    """The summary goes to stdout, or to stderr once stdout is closed (`producer.py | head`)."""
+    if not report.stdout_closed:
+        try:
+            print(line, flush=True)
+            return
+        except BrokenPipeError:
+            silence_stdout()
+            report.stdout_closed = True
+    print(line, file=sys.stderr)
+
+
+def send_orders(
+    args: argparse.Namespace,
+    codec: OrderCodec,
+    sender: OrderSender,
+    progress: Advance,
+    stop: threading.Event,
+) -> None:
+    """Hand the orders to librdkafka, on --interval's schedule."""
     sent = 0
     next_send = time.monotonic()
-    with progress_bar(args.count, args.topic) as progress:
-        keys = order_keys(args.customers, args.seed)  # endless: the orders set the length
-        orders = zip(islice(random_orders(args.seed), args.count), keys, strict=False)
-        carries_customer = codec.writes("customerId")  # schema version 2 does, version 1 does not
-        for order, customer in orders:
-            if stop.is_set():
-                break
-            if customer is not None and carries_customer:
-                order = order._replace(customer_id=customer)
-            produce(
-                producer, args.topic, key=(customer or order.order_id).encode(), value=codec.encode(order)
-            )
-            sent += 1
-            progress(sent)
-            if not args.quiet:
-                print(f"Sent order: {order}")
-            if not args.quiet or sent % 1000 == 0:  # quiet runs only get error reports: poll now and then
-                producer.poll(0)
-            if args.interval:
-                # Keep to a schedule, so --interval 0.001 means 1,000 orders/s however long a send
-                # takes (after a stall it catches up by at most a second's worth of orders).
-                next_send = max(next_send + args.interval, time.monotonic() - 1.0)
-                wait_serving_callbacks(producer, next_send, stop)
-        progress(sent, final=True)
-        undelivered = producer.flush(FLUSH_TIMEOUT_S)
-    failed = report.failed + undelivered
-    print(f"Summary: sent={sent} delivered={sent - failed} failed={failed}")
-    return 1 if report.failed or undelivered else 0
+    keys = order_keys(args.customers, args.seed)  # endless: the orders set the length
+    orders = zip(islice(random_orders(args.seed), args.count), keys, strict=False)
+    carries_customer = codec.writes("customerId")  # schema version 2 does, version 1 does not
+    for order, customer in orders:
+        if stop.is_set():
+            break
+        if customer is not None and carries_customer:
+            order = order._replace(customer_id=customer)
+        sender.send((customer or order.order_id).encode(), codec.encode(order))
+        sent += 1
+        progress(sent)
+        if not args.quiet:
+            print(f"Sent order: {order}")
+        if not args.quiet or sent % 1000 == 0:  # quiet runs only get error reports: poll now and then
+            sender.poll(0)
+        if args.interval:
+            # Keep to a schedule, so --interval 0.001 means 1,000 orders/s however long a send
+            # takes (after a stall it catches up by at most a second's worth of orders).
+            next_send = max(next_send + args.interval, time.monotonic() - 1.0)
+            wait_serving_callbacks(sender, next_send, stop)
+    progress(sent, final=True)
 
 
 def cli() -> None:

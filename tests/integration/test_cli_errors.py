@@ -9,7 +9,7 @@ import uuid
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from .conftest import REPO, SCRIPTS, consumer_args, run_script, start_script
+from .conftest import REPO, SCRIPTS, consumer_args, records, run_script, start_script, summary
 
 FRESH_GROUP = f"cli-errors-{uuid.uuid4().hex[:8]}"  # never the default group of a broker we did not start
 
@@ -241,9 +241,11 @@ def test_sigterm_stops_the_consumer_cleanly_with_a_summary(bootstrap_servers, to
 
 
 @pytest.mark.parametrize("python_flags", [["-u"], []], ids=["unbuffered", "block-buffered"])
-def test_a_closed_stdout_stops_a_script_like_a_unix_tool(topics, python_flags):
-    """`producer.py | head -1`: one line on stderr and exit 141 (128 + SIGPIPE), as `yes | head` gives.
-    Block-buffered stdout (no -u, as the README runs the scripts) breaks in Python's last flush too."""
+def test_a_closed_stdout_stops_a_script_like_a_unix_tool(bootstrap_servers, topics, python_flags):
+    """`producer.py | head -1`: exit 141 (128 + SIGPIPE), as `yes | head` gives, after flushing what
+    was handed to librdkafka: the summary (on stderr now) is true, every order it counts is in the
+    topic. Before, the exit skipped flush() and the topic stayed empty. Block-buffered stdout (no
+    -u, as the README runs the scripts) breaks in Python's last flush too."""
     # Far more orders than the pipe's buffer holds, so the producer is still writing when head leaves.
     args = ["--topic", topics.orders, "--interval", "0", "--count", "1000000"]
     process = start_script(
@@ -251,9 +253,14 @@ def test_a_closed_stdout_stops_a_script_like_a_unix_tool(topics, python_flags):
     )
     assert process.stdout is not None and process.stderr is not None
     try:
-        assert process.stdout.readline()
+        while not process.stdout.readline().startswith(b"Sent order"):  # orders on their way
+            pass
         process.stdout.close()
         assert process.wait(60) == 141, process.stderr.read().decode()
-        assert process.stderr.read().decode() == "stopped: stdout was closed\n"
+        report, stopped = process.stderr.read().decode().splitlines()
     finally:
         process.kill()
+    assert stopped == "stopped: stdout was closed"
+    figures = summary(report)
+    assert int(figures["sent"]) > 0 and figures["delivered"] == figures["sent"] and figures["failed"] == "0"
+    assert len(records(bootstrap_servers, topics.orders)) == int(figures["sent"])
