@@ -57,6 +57,9 @@ BATCH_SIZE = 500
 MAX_RETRY_WAIT_S = 10.0
 POLL_TIMEOUT_S = 0.5
 DEFAULT_MAX_IN_FLIGHT = 10000
+# The record values of orders in progress, at most: 10,000 orders of the largest size an order may
+# have (order_codec.MAX_VALUE_BYTES, 16 KiB) would hold 160 MiB while a payment service is down.
+DEFAULT_MAX_IN_FLIGHT_BYTES = 32 * 1024 * 1024
 # Performance settings that differ from librdkafka's defaults; --config may override them.
 CONSUMER_TUNING = {
     # librdkafka stops fetching a partition once queued.min.messages (100,000) records are queued,
@@ -77,6 +80,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="N",
         help="orders in progress at most (waiting for a retry, or behind an earlier order of "
         "their key); 1 = one order at a time (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-in-flight-bytes",
+        type=positive_int,
+        default=DEFAULT_MAX_IN_FLIGHT_BYTES,
+        metavar="BYTES",
+        help="the record values of orders in progress, at most (plus one record; "
+        "default %(default)s: 32 MiB)",
     )
     parser.add_argument(
         "--exactly-once",

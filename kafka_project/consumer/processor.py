@@ -23,7 +23,7 @@ from kafka_project.consumer.schedule import RetrySchedule, Work, lane_of
 from kafka_project.dlq.dlq_producer import DeadLetterPublisher
 from kafka_project.dlq.headers import describe
 from kafka_project.errors import UserError
-from kafka_project.order_codec import OrderCodec, OrderDecodeError
+from kafka_project.order_codec import MAX_VALUE_BYTES, OrderCodec, OrderDecodeError
 from kafka_project.registry import RegistryUnavailableError
 
 FLUSH_TIMEOUT_S = 30.0
@@ -62,7 +62,8 @@ class OrderProcessor:
         self.schedule = RetrySchedule()
         self.registry_wait = RegistryWait()
         self.max_in_flight: int = args.max_in_flight
-        self.full_since: float | None = None  # when max_in_flight orders were first in progress
+        self.max_in_flight_bytes: int = args.max_in_flight_bytes
+        self.full_since: float | None = None  # when the consumer first became full (full())
         self.paused = False  # the assigned partitions are paused: full for PAUSE_WHEN_FULL_FOR_S
         # A record is done when its order is counted or its DLQ copy acknowledged; the commit
         # position of a partition is its lowest record not done.
@@ -195,20 +196,28 @@ class OrderProcessor:
 
     # -- flow control --------------------------------------------------------------------
     def room(self) -> int:
-        """How many more records may be taken now: orders in progress stay within max_in_flight."""
-        return 0 if self.paused else max(0, self.max_in_flight - self.schedule.size)
+        """How many more records may be taken now: orders in progress stay within max_in_flight,
+        and their values within max_in_flight_bytes plus one record (as many records as could all
+        be of the largest size an order has, and one more)."""
+        bytes_left = self.max_in_flight_bytes - self.schedule.bytes
+        if self.paused or bytes_left <= 0:
+            return 0
+        return max(0, min(self.max_in_flight - self.schedule.size, bytes_left // MAX_VALUE_BYTES + 1))
+
+    def full(self) -> bool:
+        return self.schedule.size >= self.max_in_flight or self.schedule.bytes >= self.max_in_flight_bytes
 
     def holding_back(self) -> bool:
         """Full, not paused yet: wait for the next try instead of polling."""
-        return not self.paused and self.schedule.size >= self.max_in_flight
+        return not self.paused and self.full()
 
     def pause_or_resume(self) -> None:
         """Pause the partitions once max_in_flight orders have been in progress for
         PAUSE_WHEN_FULL_FOR_S; resume at half that. Not at once: librdkafka drops a paused
         partition's prefetched records, and refetches them only when its broker thread next wakes,
         up to a second after resume() (one order at a time ran at 6 orders/s that way, not 22)."""
-        now, in_progress = time.monotonic(), self.schedule.size
-        if in_progress < self.max_in_flight:
+        now = time.monotonic()
+        if not self.full():
             self.full_since = None
         elif self.full_since is None:
             self.full_since = now
@@ -217,7 +226,11 @@ class OrderProcessor:
         if not self.paused and self.full_since is not None and now - self.full_since >= PAUSE_WHEN_FULL_FOR_S:
             self.consumer.pause(self.consumer.assignment())
             self.paused = True
-        elif self.paused and in_progress <= self.max_in_flight // 2:
+        elif (
+            self.paused
+            and self.schedule.size <= self.max_in_flight // 2
+            and self.schedule.bytes <= self.max_in_flight_bytes // 2
+        ):
             # Not the partitions waiting for the registry: they resume when their backoff is over.
             waiting = self.registry_wait.waiting
             self.consumer.resume(

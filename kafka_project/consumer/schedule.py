@@ -44,6 +44,7 @@ class RetrySchedule:
         self._due: list[tuple[float, int, Work]] = []
         self._sequence = itertools.count()
         self.size = 0  # orders in lanes: waiting for their next try or for an earlier order of their key
+        self.bytes = 0  # the size of their record values
 
     def busy(self, lane: Lane) -> bool:
         return lane in self._lanes
@@ -57,6 +58,7 @@ class RetrySchedule:
         else:
             lane.append(work)
         self.size += 1
+        self.bytes += len(work.msg)
 
     def try_again(self, head: Work, due_at: float) -> None:
         self._push(due_at, head)
@@ -68,6 +70,7 @@ class RetrySchedule:
             return  # never queued: done at its first try
         lane.popleft()
         self.size -= 1
+        self.bytes -= len(work.msg)
         if lane:
             self._push(now, lane[0])
         else:
@@ -84,7 +87,9 @@ class RetrySchedule:
     def drop(self, partitions: set[PartitionKey]) -> None:
         """Forget the orders of revoked partitions: their new owner reads them again."""
         for lane in [lane for lane in self._lanes if lane[:2] in partitions]:
-            self.size -= len(self._lanes.pop(lane))
+            dropped = self._lanes.pop(lane)
+            self.size -= len(dropped)
+            self.bytes -= sum(len(work.msg) for work in dropped)
         self._due = [entry for entry in self._due if entry[2].partition not in partitions]
         heapq.heapify(self._due)
 

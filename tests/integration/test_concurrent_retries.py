@@ -165,10 +165,10 @@ def test_sigkill_with_many_orders_waiting_loses_nothing(bootstrap_servers, topic
         )
 
 
-def bounded_consumer(bootstrap_servers, topics, backoff: str, limit: int):
+def bounded_consumer(bootstrap_servers, topics, backoff: str, limit: int, *extra: str):
     """Every try fails and an order has two: every order waits `backoff` seconds in progress."""
     flags = ["--failure-rate", "1", "--max-attempts", "2", "--retry-backoff", backoff]
-    flags += ["--max-in-flight", str(limit), "--idle-timeout", "3", "--quiet"]
+    flags += ["--max-in-flight", str(limit), "--idle-timeout", "3", "--quiet", *extra]
     args = consumer.parse_args([*consumer_args(topics, *flags), "--bootstrap-servers", bootstrap_servers])
     kafka_consumer = Consumer(consumer.consumer_config(bootstrap_servers, topics.group))
     processor = consumer.make_processor(kafka_consumer, codec, args)
@@ -232,3 +232,23 @@ def test_long_waits_pause_and_resume_at_half(bootstrap_servers, topics, tmp_path
     resumed_with = [size for (was, _), (now, size) in itertools.pairwise(flow) if was and not now]
     assert all(size <= limit // 2 for size in resumed_with), resumed_with
     assert any(size > 0 for size in resumed_with), f"never resumed before running empty: {resumed_with}"
+
+
+def test_the_byte_budget_bounds_orders_in_progress_as_the_count_does(bootstrap_servers, topics):
+    """Orders of any size wait while a payment service is down: a count limit alone let 250
+    orders of 900 KB reach 505 MB. Budget: three of the largest orders and a byte: the fourth
+    order fills it, the consumer takes no more and pauses."""
+    count = 12
+    steady = ("--topic", topics.orders, "--count", str(count), "--interval", "0.1", "--seed", "3")
+    assert run_script("producer", *steady, "--quiet").returncode == 0
+    largest = max(len(m.value()) for m in records(bootstrap_servers, topics.orders))
+    budget = ("--max-in-flight-bytes", str(3 * largest + 1))
+    kafka_consumer, processor, args, in_progress, flow = bounded_consumer(
+        bootstrap_servers, topics, "2.5", 10_000, *budget
+    )
+    consume_in_process(kafka_consumer, processor, args, topics)
+    assert len(in_progress) == count
+    assert max(in_progress) == 4
+    assert processor.dead_lettered == len(records(bootstrap_servers, topics.dlq)) == count
+    assert committed_offset(bootstrap_servers, topics.group, topics.orders) == count
+    assert any(paused for paused, _ in flow)

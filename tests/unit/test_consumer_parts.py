@@ -7,7 +7,7 @@ import time
 from decimal import Decimal
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, Message
 
 from kafka_project.consumer.aggregate import RunningAverage
 from kafka_project.consumer.exactly_once import PRODUCER_BLOCKED, call_with_deadline, retry_retriable
@@ -163,7 +163,8 @@ def test_records_done_behind_a_slow_one_do_not_pile_up():
 
 def work(offset: int, key: bytes | int, partition: int = 0) -> Work:
     order = Order(f"ORD-{offset}", "Phone", Decimal("1.00"))
-    return Work(None, order, ("orders", partition), offset, ("orders", partition, key))  # type: ignore[arg-type]
+    record = Message(topic="orders", partition=partition, offset=offset, value=b"x" * (10 + offset))
+    return Work(record, order, ("orders", partition), offset, ("orders", partition, key))
 
 
 def test_a_waiting_order_holds_back_only_its_own_key():
@@ -187,11 +188,15 @@ def test_retries_come_back_in_due_order_and_dropped_partitions_are_forgotten():
     schedule.add(late, due_at=3.0)
     schedule.add(early, due_at=1.0)
     schedule.add(revoked, due_at=0.5)
+    assert schedule.bytes == 10 + 11 + 12  # the record values in progress
     schedule.drop({("orders", 1)})
-    assert schedule.size == 2
+    assert schedule.size == 2 and schedule.bytes == 10 + 11
     assert [schedule.pop_due(now=9.0), schedule.pop_due(now=9.0)] == [early, late]
     schedule.try_again(late, due_at=12.0)
     assert schedule.pop_due(now=11.9) is None and schedule.pop_due(now=12.0) is late
+    schedule.finished(late, now=12.0)
+    schedule.finished(early, now=12.0)
+    assert schedule.size == 0 and schedule.bytes == 0
 
 
 def test_an_order_done_at_its_first_try_never_enters_the_schedule():
