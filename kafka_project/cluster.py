@@ -325,7 +325,9 @@ class Record(TypedDict, total=False):
 # so while it recovers its partitions): produce() raises it, and queued records fail with it.
 # Nothing was written, so waiting and sending again is safe.
 TOPIC_UNKNOWN = {KafkaError._UNKNOWN_TOPIC, KafkaError._UNKNOWN_PARTITION, KafkaError.UNKNOWN_TOPIC_OR_PART}
-TOPIC_UNKNOWN_WAIT_S = 60.0  # how long produce() waits for it, then raises
+# How long produce() waits for it, then raises: librdkafka's delivery timeout (message.timeout.ms,
+# 300 s by default), the bound it keeps for a record already queued.
+TOPIC_UNKNOWN_WAIT_S = 300.0
 
 
 def produce(producer: Producer, topic: str, **record: Unpack[Record]) -> None:
