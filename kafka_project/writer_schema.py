@@ -100,8 +100,10 @@ def check_bounded(field_type: Schema, name: str, named: set[str]) -> None:
     elif isinstance(field_type, str):
         if field_type not in SCALARS and field_type not in named:
             raise UnusableWriterSchema(f"the writer's field {name!r} has type {field_type!r}")
-    elif isinstance(field_type, dict) and field_type.get("type") in ("enum", "fixed"):
+    elif not isinstance(field_type, dict) or not isinstance(kind := field_type.get("type"), str):
+        # {"type": {...}} or {"type": [...]}: fastavro reads it, a registry usually refuses it
+        raise UnusableWriterSchema(f"the writer's field {name!r} has a type nested in its type")
+    elif kind in ("enum", "fixed"):
         named.add(field_type["name"])
-    elif not (isinstance(field_type, dict) and field_type.get("type") in SCALARS):
-        kind = field_type.get("type") if isinstance(field_type, dict) else field_type
+    elif kind not in SCALARS:
         raise UnusableWriterSchema(f"the writer's field {name!r} is of type {kind!r}, which no order has")

@@ -36,7 +36,10 @@ def bootstrap_servers() -> str:
 # sees only ids. (xdist's own xdist_group marker does not group under pytest 9: it rewrites
 # item._nodeid, which pytest 9 no longer reads.) Any test may still run anywhere: each worker
 # starts its brokers on ports of its own (tests/workers.py), so a group is economy, not safety.
-BROKER_GROUPS = {  # test id prefix -> group
+BROKER_GROUPS = {  # test id prefix -> group (the first prefix that matches)
+    # The longest rows that kill the broker, on a worker (and broker) of their own if one is free:
+    # in one group with the others they make that worker the suite's critical path.
+    "tests/faults/test_faults.py::test_scenario_killing_the_broker_is_exact[kafka-sigkill": "faults-outage",
     "tests/faults/test_faults.py::test_scenario_killing_the_broker_is_exact": "faults-zookeeper",
     "tests/faults/test_faults.py::test_kip848_on_a_broker_without_it": "faults-zookeeper",
     "tests/faults/test_faults.py::test_share_groups_on_a_broker_without_them": "faults-zookeeper",

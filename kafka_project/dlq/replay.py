@@ -31,6 +31,7 @@ from confluent_kafka import (
     Producer,
     TopicPartition,
 )
+from confluent_kafka.admin import AdminClient
 
 from kafka_project.cli import stop_on_signals
 from kafka_project.cluster import (
@@ -48,6 +49,9 @@ from kafka_project.transactions import transactional_producer_config
 REPLAY_COUNT_HEADER = f"{HEADER_PREFIX}replay.count"
 ORIGIN_HEADERS = tuple(f"{HEADER_PREFIX}original.{name}" for name in ("topic", "partition", "offset"))
 TRANSACTION_TIMEOUT_S = 30.0
+# Reading the DLQ below the group's position, on every run: about 8 s per million records here
+# (a 5-million-record DLQ took 33 s, past read_topic's default 30 s, and no replay could start).
+HISTORY_READ_TIMEOUT_S = 3600.0
 # Where a DLQ copy came from: (topic, partition, offset) as its headers say, the identity of the
 # original record.
 Origin = tuple[str, str, str]
@@ -140,12 +144,28 @@ def group_positions(consumer: Consumer, topic: str) -> dict[int, int]:
     return {tp.partition: tp.offset if tp.offset >= 0 else OFFSET_BEGINNING for tp in committed}
 
 
+def refuse_a_second_replay(args: argparse.Namespace) -> None:
+    """One replay per group at a time: each knows only the originals it met and those below the
+    group's position, so two at once replayed copies of one original in two DLQ partitions twice."""
+    admin = AdminClient(client_config(args.bootstrap_servers))
+    described = admin.describe_consumer_groups([args.group_id], request_timeout=METADATA_TIMEOUT_S)
+    group = described[args.group_id].result(METADATA_TIMEOUT_S)
+    if group.members:
+        raise UserError(
+            f"the replay group '{args.group_id}' has {len(group.members)} member(s): another replay "
+            "runs, or one was killed less than its session timeout (45 s) ago; wait, or give this one "
+            "another --group-id"
+        )
+
+
 def handled_origins(args: argparse.Namespace, positions: dict[int, int]) -> set[Origin]:
     """The originals of the DLQ records the group has passed already (below its positions)."""
     ranges = {p: (OFFSET_BEGINNING, position) for p, position in positions.items() if position > 0}
     return {
         origin
-        for msg in read_topic(args.bootstrap_servers, args.topic, ranges=ranges, config=DLQ_TOPIC_CONFIG)
+        for msg in read_topic(
+            args.bootstrap_servers, args.topic, HISTORY_READ_TIMEOUT_S, DLQ_TOPIC_CONFIG, ranges
+        )
         if (origin := origin_of(msg)) is not None
     }
 
@@ -193,6 +213,8 @@ def replay(args: argparse.Namespace, stop: threading.Event) -> dict[str, int]:
     try:
         require_topics(consumer, args.bootstrap_servers, [args.topic], {args.topic: DLQ_TOPIC_CONFIG})
         topics = existing_topics(consumer, args.bootstrap_servers)
+        if not args.dry_run:  # a dry run joins no group: it may look while a replay runs
+            refuse_a_second_replay(args)
         positions = group_positions(consumer, args.topic)
         met = handled_origins(args, positions)
         if args.dry_run:

@@ -41,7 +41,8 @@ from kafka_project.producer.progress import Advance, progress_bar
 
 PRODUCTS = ["Laptop", "Phone", "Tablet", "Headphones", "Monitor", "Keyboard", "Mouse", "Camera"]
 PRICE_CENTS = (500, 150_000)  # $5.00 to $1,500.00
-FLUSH_TIMEOUT_S = 30.0
+# librdkafka's delivery timeout (message.timeout.ms): a record still queued after it has failed.
+FLUSH_TIMEOUT_S = TOPIC_UNKNOWN_WAIT_S
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -239,7 +240,12 @@ def main(args: argparse.Namespace) -> int:
     finally:
         # Whatever ended the run (the count, Ctrl-C, a closed stdout, an error): what was handed to
         # librdkafka is delivered or counted as failed, and the summary says which.
-        failed = report.failed + sender.flush(FLUSH_TIMEOUT_S)
+        undelivered = sender.flush(FLUSH_TIMEOUT_S)
+        if undelivered and not sender.gave_up:
+            print(
+                f"error: {undelivered} orders not delivered within {FLUSH_TIMEOUT_S:.0f} s", file=sys.stderr
+            )
+        failed = report.failed + undelivered
         sent = sender.handed_over
         print_even_if_stdout_closed(f"Summary: sent={sent} delivered={sent - failed} failed={failed}", report)
     if sender.gave_up:
@@ -277,6 +283,8 @@ def send_orders(
     for order, customer in orders:
         if stop.is_set():
             break
+        if sender.report.stdout_closed:  # met by a delivery line (--interval > 0): stop as a Unix tool
+            raise BrokenPipeError
         if customer is not None and carries_customer:
             order = order._replace(customer_id=customer)
         sender.send((customer or order.order_id).encode(), codec.encode(order))

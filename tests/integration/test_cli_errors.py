@@ -240,14 +240,19 @@ def test_sigterm_stops_the_consumer_cleanly_with_a_summary(bootstrap_servers, to
     assert "Summary: processed=0 dlq=0 retries=0 total=0.00 avg=0.00" in log.read_text()
 
 
-@pytest.mark.parametrize("python_flags", [["-u"], []], ids=["unbuffered", "block-buffered"])
-def test_a_closed_stdout_stops_a_script_like_a_unix_tool(bootstrap_servers, topics, python_flags):
+@pytest.mark.parametrize(
+    ("python_flags", "interval"),
+    [(["-u"], "0"), ([], "0"), (["-u"], "0.05")],
+    ids=["unbuffered", "block-buffered", "with-an-interval"],
+)
+def test_a_closed_stdout_stops_a_script_like_a_unix_tool(bootstrap_servers, topics, python_flags, interval):
     """`producer.py | head -1`: exit 141 (128 + SIGPIPE), as `yes | head` gives, after flushing what
     was handed to librdkafka: the summary (on stderr now) is true, every order it counts is in the
     topic. Before, the exit skipped flush() and the topic stayed empty. Block-buffered stdout (no
-    -u, as the README runs the scripts) breaks in Python's last flush too."""
+    -u, as the README runs the scripts) breaks in Python's last flush too. With an interval the
+    closed pipe is met first by a delivery line: that run never ended."""
     # Far more orders than the pipe's buffer holds, so the producer is still writing when head leaves.
-    args = ["--topic", topics.orders, "--interval", "0", "--count", "1000000"]
+    args = ["--topic", topics.orders, "--interval", interval, "--count", "1000000"]
     process = start_script(
         "producer", *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, python_flags=python_flags
     )

@@ -167,6 +167,31 @@ def test_after_a_crash_replay_brings_each_original_back_once(bootstrap_servers, 
     assert summary(counted)["processed"] == "200" and summary(counted)["total"] == str(total)
 
 
+def test_a_second_replay_of_the_same_group_is_refused_while_one_runs(bootstrap_servers, topics, tmp_path):
+    """Two at once each replayed the copies in their own DLQ partition: every original twice."""
+    run_script(
+        "producer", "--topic", topics.orders, "--count", "5", "--interval", "0", "--seed", "2", "--quiet"
+    )
+    fail_everything(topics)
+    log = tmp_path / "first.log"
+    group = ("--topic", topics.dlq, "--group-id", f"{topics.group}-replay")
+    first = start_script("dlq", "replay", *group, "--rate", "2", stdout_path=log)
+    wait_until(lambda: "Replayed" in log.read_text(), 60, "the first replay at work")
+    second = run_script("dlq", "replay", *group)
+    assert second.returncode == 1
+    assert f"the replay group '{topics.group}-replay' has 1 member(s): another replay runs" in second.stderr
+    assert summary(run_script("dlq", "replay", *group, "--dry-run"))["would_replay"] in {
+        "0",
+        "1",
+        "2",
+        "3",
+        "4",
+    }
+    assert first.wait(60) == 0
+    assert summary(log.read_text())["replayed"] == "5"
+    assert len(records(bootstrap_servers, topics.orders)) == 10
+
+
 def dead_before(dead, replayed: int) -> int:
     """How many duplicates a replay meets before its `replayed`-th first copy."""
     met, duplicates = set(), 0

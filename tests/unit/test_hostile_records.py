@@ -31,6 +31,7 @@ from kafka_project.order_codec import (
     validate,
 )
 from kafka_project.order_codec import SINGLE_OBJECT_MARKER as MARKER
+from kafka_project.writer_schema import UnusableWriterSchema, raw_writer
 from tests.avro_bytes import avro_long, order_body
 
 codec = OrderCodec()
@@ -49,7 +50,12 @@ class SchemasById:
     def schema(self, schema_id: int) -> dict:
         try:
             return fastavro.parse_schema(copy.deepcopy(self.schemas[schema_id]))
-        except fastavro.schema.SchemaParseException as exc:  # as registry.SchemaRegistry.parsed does
+        except (
+            ValueError,
+            TypeError,
+            KeyError,
+            fastavro.schema.SchemaParseException,
+        ) as exc:  # as parsed() does
             raise registry.SchemaNotUsable(
                 f"schema id {schema_id} is not a valid Avro schema: {exc}"
             ) from None
@@ -124,6 +130,25 @@ def test_writers_with_collections_or_records_are_refused(extra_type, kind):
     decoder = OrderCodec(schema_registry=SchemasById({3: hostile}))  # type: ignore[arg-type]
     with pytest.raises(UnusableSchemaError, match=f"'extra' is of type '{kind}'"):
         decoder.decode(registry.header(3) + order_body(b"\x30\x39") + b"\x00")
+
+
+@pytest.mark.parametrize(
+    "nested", [{"type": "array", "items": "null"}, ["null", "string"]], ids=["record", "union"]
+)
+def test_a_type_nested_in_a_type_is_refused_not_a_crash(nested):
+    """fastavro parses {"type": {"type": ...}}; checking it raised TypeError (unhashable), a crash."""
+    hostile = order_schema_with({"name": "extra", "type": {"type": nested}})
+    decoder = OrderCodec(schema_registry=SchemasById({4: hostile}))  # type: ignore[arg-type]
+    with pytest.raises(OrderDecodeError):
+        decoder.decode(registry.header(4) + order_body(b"\x30\x39") + b"\x00")
+    # A registry (or fastavro) that takes it hands the codec the nested form: refused, not a TypeError.
+    schema = {
+        "type": "record",
+        "name": "O",
+        "fields": [*hostile["fields"][:3], {"name": "extra", "type": {"type": nested}}],
+    }
+    with pytest.raises(UnusableWriterSchema, match="'extra' has a type nested in its type"):
+        raw_writer(schema)
 
 
 def test_a_compatible_writer_with_bounded_extra_fields_is_read():
