@@ -55,8 +55,7 @@ class PartitionState:
         ).encode()
 
     @classmethod
-    def from_json(cls, value: bytes) -> PartitionState:
-        fields = json.loads(value)
+    def from_fields(cls, fields: dict) -> PartitionState:
         aggregate = RunningAverage.restored(fields["count"], fields["total"])
         return cls(
             text(fields, "group"),
@@ -90,8 +89,7 @@ class ConsumerState:
         ).encode()
 
     @classmethod
-    def from_json(cls, value: bytes) -> ConsumerState:
-        fields = json.loads(value)
+    def from_fields(cls, fields: dict) -> ConsumerState:
         aggregate = RunningAverage.restored(fields["count"], fields["total"])
         return cls(text(fields, "group"), text(fields, "consumer"), aggregate.count, aggregate.total_price)
 
@@ -162,7 +160,7 @@ def snapshot_from_json(value: bytes) -> PartitionState | ConsumerState:
     fields = json.loads(value)
     if not isinstance(fields, dict):
         raise TypeError("not a JSON object")
-    return (ConsumerState if "consumer" in fields else PartitionState).from_json(value)
+    return (ConsumerState if "consumer" in fields else PartitionState).from_fields(fields)
 
 
 def combined(aggregates: list[RunningAverage]) -> RunningAverage:

@@ -169,7 +169,6 @@ class OrderSender:
         self.topic = topic
         self.report = report
         self.handed_over = 0  # new orders librdkafka took (sent again ones are not counted again)
-        self.resent = 0
         self.gave_up: TopicUnknownError | None = None  # flush() stopped sending again
 
     def send(self, key: bytes | None, value: bytes | None, since: float | None = None) -> None:
@@ -196,7 +195,6 @@ class OrderSender:
             unsent = self.report.unsent[0]
             self.send(unsent.key, unsent.value, unsent.since)
             self.report.unsent.popleft()
-            self.resent += 1
 
     def poll(self, timeout_s: float = 0) -> None:
         self.producer.poll(timeout_s)

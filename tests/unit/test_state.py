@@ -10,13 +10,14 @@ from kafka_project.consumer.state import (
     aggregate_from_metadata,
     aggregate_to_metadata,
     combined,
+    snapshot_from_json,
 )
 
 STATE = PartitionState("order-consumer", "orders", 3, 12, Decimal("8342.17"), 15)
 
 
 def test_snapshot_round_trips_exactly_and_is_keyed_by_group_topic_partition():
-    assert PartitionState.from_json(STATE.to_json()) == STATE
+    assert snapshot_from_json(STATE.to_json()) == STATE
     assert STATE.key == b"order-consumer:orders:3"
     assert b'"total": "8342.17"' in STATE.to_json()  # money as a decimal string, never a float
 
