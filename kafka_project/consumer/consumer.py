@@ -71,7 +71,7 @@ CONSUMER_TUNING = {
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = make_parser(__doc__)
-    add_processing_flags(parser, "wait after failed try k is k times this")
+    add_processing_flags(parser)
     add_env_flag(parser, "--group-id", "KAFKA_GROUP_ID", "order-consumer", "consumer group")
     parser.add_argument(
         "--max-in-flight",

@@ -229,7 +229,7 @@ class ExactlyOnceProcessor(OrderProcessor):
         self.txn = None
         self.dead_lettered += len(txn.dead_letter_labels)
         for label in txn.dead_letter_labels:
-            self.last_named = ""
+            self.names.forget()
             self.say(f"Moved to DLQ: {label}\n")
 
     def positions_to_commit(self) -> dict[PartitionKey, int]:

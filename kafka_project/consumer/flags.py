@@ -7,7 +7,7 @@ import argparse
 from kafka_project.cli import add_env_flag, env_default, fraction, non_negative, positive_int
 
 
-def add_processing_flags(parser: argparse.ArgumentParser, retry_backoff_help: str) -> None:
+def add_processing_flags(parser: argparse.ArgumentParser) -> None:
     add_env_flag(parser, "--topic", "ORDERS_TOPIC", "orders", "topic to consume")
     add_env_flag(parser, "--dlq-topic", "DLQ_TOPIC", "orders-dlq", "dead-letter topic")
     add_env_flag(parser, "--stats-topic", "STATS_TOPIC", "orders-stats", "compacted topic of snapshots")
@@ -36,7 +36,7 @@ def add_processing_flags(parser: argparse.ArgumentParser, retry_backoff_help: st
         type=non_negative(float),
         default=0.1,
         metavar="SECONDS",
-        help=f"{retry_backoff_help} (default %(default)s)",
+        help="wait after failed try k is k times this (default %(default)s)",
     )
     parser.add_argument("--seed", type=int, default=None, help="make the simulated failures repeatable")
     parser.add_argument(

@@ -45,6 +45,29 @@ def position_of(msg: Message) -> tuple[PartitionKey, int]:
     return (msg.topic(), msg.partition()), msg.offset()  # type: ignore[return-value]
 
 
+class LineNaming:
+    """Which order a line of the per-order output is about. The seed's output names an order on
+    its `Received order:` line only; with retries interleaved, a line about an order after lines
+    about another one names it: ` (orderId X)`."""
+
+    def __init__(self) -> None:
+        self.last = ""  # the orderId the last line was about
+
+    def received(self, order_id: str) -> None:
+        self.last = order_id
+
+    def about(self, order_id: str) -> str:
+        """'' when the previous line was about this order, else its name for the line."""
+        if order_id == self.last:
+            return ""
+        self.last = order_id
+        return f" (orderId {order_id})"
+
+    def forget(self) -> None:
+        """The last line was about no order in particular (poison, a DLQ move)."""
+        self.last = ""
+
+
 class OrderProcessor:
     """Decode, try, retry, count or dead-letter: the part of the consumer both delivery modes share.
 
@@ -71,7 +94,7 @@ class OrderProcessor:
         # Quiet runs skip formatting the per-order lines altogether: it costs more than decoding.
         self.verbose = not args.quiet
         self.say: Callable[[str], None] = print if self.verbose else (lambda _line: None)
-        self.last_named = ""  # the orderId the last line was about: lines about another one name theirs
+        self.names = LineNaming()
         self.retries = 0
         self.dead_lettered = 0
         self.errors = 0  # consume errors and aborted transactions (client errors are counted in cluster)
@@ -100,7 +123,7 @@ class OrderProcessor:
         try:
             order = self.codec.decode(msg.value())
         except OrderDecodeError as exc:  # poison: retrying cannot fix bytes
-            self.last_named = ""
+            self.names.forget()
             self.say(f"Poison record at {describe(msg)}: {exc}")
             self.dead_letter(msg, exc, attempts=0, label=describe(msg))
             return
@@ -110,7 +133,7 @@ class OrderProcessor:
         if self.registry_wait.resumed:
             self.registry_wait.decoded(partition)
         if self.verbose:
-            self.last_named = order.order_id
+            self.names.received(order.order_id)
             print(f"Received order: {order}")
         work = Work(msg, order, partition, offset, lane_of(msg, partition, offset))
         if self.schedule.busy(work.lane):
@@ -125,7 +148,8 @@ class OrderProcessor:
         try:
             self.try_once(work)
         except TemporaryProcessingError as exc:
-            self.say(f"  Attempt {work.tries}/{self.policy.max_attempts} failed{self.naming(work)}: {exc}")
+            named = self.names.about(work.order.order_id)
+            self.say(f"  Attempt {work.tries}/{self.policy.max_attempts} failed{named}: {exc}")
             if work.tries < self.policy.max_attempts:
                 self.retries += 1
                 due_at = time.monotonic() + self.policy.delay_after(work.tries)
@@ -135,25 +159,19 @@ class OrderProcessor:
                     self.offsets.held(work.partition, work.offset)
                     self.schedule.add(work, due_at)
                 return
-            self.say(f"Permanent failure{self.naming(work)}")
+            self.say(f"Permanent failure{self.names.about(work.order.order_id)}")
             self.schedule.finished(work, time.monotonic())
             self.dead_letter(work.msg, exc, work.tries, label=f"orderId {work.order.order_id}")
             return
         self.schedule.finished(work, time.monotonic())
         self.count(work)
         if self.verbose:
-            print(f"✓ Processing successful{self.naming(work)}\n{self.running_average()}\n")
+            named = self.names.about(work.order.order_id)
+            print(f"✓ Processing successful{named}\n{self.running_average()}\n")
 
     def try_once(self, work: Work) -> None:
         """The processing step that may fail transiently (a payment or stock call in a real service)."""
         self.failures.maybe_fail(work.order.order_id, work.tries)
-
-    def naming(self, work: Work) -> str:
-        """'' when the previous line was about this order (the seed's format), else its orderId."""
-        if work.order.order_id == self.last_named:
-            return ""
-        self.last_named = work.order.order_id
-        return f" (orderId {work.order.order_id})"
 
     def process(self, messages: list[Message], stop: threading.Event) -> None:
         for msg in messages:
@@ -339,7 +357,7 @@ class AtLeastOnceProcessor(OrderProcessor):
         def acked() -> None:
             self.offsets.released(key, offset)
             self.dead_lettered += 1
-            self.last_named = ""
+            self.names.forget()
             self.say(f"Moved to DLQ: {label}\n")
 
         self.dlq.send(msg, error, attempts, on_acked=acked)

@@ -1,10 +1,11 @@
 """Consume orders in a share group (Kafka 4.2+, KIP-932): any number of consumers on one partition.
 
 The broker hands each record to one consumer of the group under a time-limited lock and counts its
-deliveries. An order that succeeds is counted, then accepted. A failed try releases the record
-(after --retry-backoff) and the broker delivers it again, to this or another consumer; at the
---max-attempts-th delivery a failed order's DLQ copy is written (dlq.attempts: the delivery count)
-and the record is accepted once the broker acknowledged the copy. Poison goes to the DLQ at once.
+deliveries. An order gets its --max-attempts tries (spaced by --retry-backoff) within a delivery:
+one that succeeds is counted, then accepted; one whose last try fails gets its DLQ copy
+(dlq.attempts: the tries) and is accepted once the broker acknowledged the copy. Poison goes to the
+DLQ at once. A delivery whose consumer died is delivered again and tried afresh; the group's last
+delivery is dead-lettered untried (TriesUsedUp), as the broker would drop the record after it.
 
 At-least-once, no transactions: the running average is this process's, and an order whose consumer
 died before its acceptance reached the broker, or whose acceptance came after its lock expired
@@ -65,11 +66,7 @@ SHARE_CONSUMER_TUNING = {
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = make_parser(__doc__)
-    add_processing_flags(
-        parser,
-        "after delivery k fails, hold the record k times this before releasing it (the broker "
-        "delivers a released record again at once)",
-    )
+    add_processing_flags(parser)
     add_env_flag(parser, "--share-group", "KAFKA_SHARE_GROUP", "order-workers", "share group")
     add_wait_for_topics_flag(parser, None, "until they exist, or --idle-timeout when given")
     args = parse_with_connection(parser, argv)
@@ -164,7 +161,7 @@ def consume(
         codec,
         args,
         consumer_id,
-        limits.lock_duration_s,
+        limits,
     )
     consumer.set_acknowledgement_commit_callback(processor.on_acknowledged)
     consumer.subscribe([args.topic])

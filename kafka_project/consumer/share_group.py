@@ -30,6 +30,9 @@ DELIVERY_LIMIT = "share.delivery.count.limit"
 LOCK_DURATION = "share.record.lock.duration.ms"
 HEARTBEAT_INTERVAL = "share.heartbeat.interval.ms"
 ADMIN_TIMEOUT_S = 30.0
+# Deliveries a record needs: one cut short by its consumer's death, one to try it again, the last
+# (dead-lettered untried) for a record that kills every consumer that takes it.
+MIN_DELIVERY_LIMIT = 3
 NO_SHARE_GROUPS = (
     "the broker at {} does not serve share groups: they need Kafka 4.2 or later "
     "(bin/kafka-local --kraft start)"
@@ -99,26 +102,25 @@ def set_group_configs(admin: AdminClient, group: str, settings: dict[str, str]) 
 
 def check_limits(limits: ShareGroupLimits, policy: RetryPolicy, group: str, bootstrap_servers: str) -> None:
     """The broker archives (drops, keeping no copy) a record whose last allowed delivery ends without
-    an answer: released, or its lock expired because its consumer died. The consumer answers every
-    delivery from the --max-attempts-th on with a count or a DLQ copy, so one delivery beyond
-    --max-attempts must be left for a final try cut short (a crash, a second Ctrl-C)."""
-    if limits.delivery_limit <= policy.max_attempts:
+    an answer: released, or its lock expired because its consumer died. The consumer therefore does
+    not try a record at its last delivery but dead-letters it (TriesUsedUp), and needs two
+    deliveries before it: one cut short by a death, and one to try the order again. An order's
+    tries happen within one delivery, so their backoffs must fit in half the lock."""
+    if limits.delivery_limit < MIN_DELIVERY_LIMIT:
         fix = (
             f"'KAFKA_TOOLS=4 bin/kafka-configs --bootstrap-server {bootstrap_servers} --alter "
-            f"--entity-type groups --entity-name {group} "
-            f"--add-config {DELIVERY_LIMIT}={policy.max_attempts + 1}'"
+            f"--entity-type groups --entity-name {group} --add-config {DELIVERY_LIMIT}={MIN_DELIVERY_LIMIT}'"
         )
         raise InvalidInputError(
             f"share group {group} delivers a record at most {limits.delivery_limit} times "
-            f"({DELIVERY_LIMIT}); --max-attempts {policy.max_attempts} needs at least "
-            f"{policy.max_attempts + 1}, or a try cut short at the last delivery loses the order: "
-            f"lower --max-attempts, or raise the limit (at most group.share.max.delivery.count.limit, "
+            f"({DELIVERY_LIMIT}); the share consumer needs at least {MIN_DELIVERY_LIMIT}: one whose "
+            "consumer dies, one to try the order again, and the last for the DLQ (untried, or the "
+            f"broker would drop it): raise the limit (at most group.share.max.delivery.count.limit, "
             f"10 by default) with {fix}"
         )
-    longest_hold_s = policy.delay_after(policy.max_attempts - 1)
-    if longest_hold_s > limits.lock_duration_s / 2:
+    if policy.worst_case_s() > limits.lock_duration_s / 2:
         raise InvalidInputError(
-            f"--retry-backoff {policy.backoff_s} holds a failed record up to {longest_hold_s:g} s before "
-            f"releasing it; share group {group} locks a record for {limits.lock_duration_s:g} s "
-            f"({LOCK_DURATION}): keep the hold under half of that"
+            f"--retry-backoff {policy.backoff_s} holds a failing order {policy.worst_case_s():g} s "
+            f"between its {policy.max_attempts} tries; share group {group} locks a record for "
+            f"{limits.lock_duration_s:g} s ({LOCK_DURATION}): keep the holds under half of that"
         )

@@ -1,10 +1,15 @@
 """What a share consumer does with each polled batch: decide every record, make the decisions
 durable, then answer the broker.
 
+An order gets its --max-attempts tries within one delivery, spaced by --retry-backoff, so the
+broker's delivery count counts deliveries, not tries: a delivery cut short (its consumer died,
+stopped, or held it past its lock) costs the order no try, as its next delivery tries it afresh.
+Only the broker's last delivery (share.delivery.count.limit) is not tried: the broker archives a
+record whose last delivery ends unanswered, so that one goes to the DLQ at once.
+
 A record is accepted only once the broker holds what it produced: its DLQ copy, or a snapshot of
 this consumer's aggregate that counts it (so the group's combined figure in stats.py never misses
-an accepted order). A failed try releases the record, after a backoff, for the broker to deliver
-again; the delivery count the broker keeps is the try number.
+an accepted order).
 """
 
 from __future__ import annotations
@@ -28,12 +33,14 @@ from confluent_kafka import (
 
 from kafka_project.cluster import produce
 from kafka_project.consumer.aggregate import RunningAverage
+from kafka_project.consumer.processor import LineNaming
 from kafka_project.consumer.retry import RetryPolicy, SimulatedFailures, TemporaryProcessingError
+from kafka_project.consumer.share_group import DELIVERY_LIMIT, ShareGroupLimits
 from kafka_project.consumer.state import ConsumerState
 from kafka_project.dlq.dlq_producer import REFUSED_FOR_GOOD, DeadLetterPublisher
 from kafka_project.dlq.headers import describe
 from kafka_project.errors import UserError
-from kafka_project.order_codec import OrderCodec, OrderDecodeError
+from kafka_project.order_codec import Order, OrderCodec, OrderDecodeError
 from kafka_project.registry import RegistryUnavailableError
 
 # How long a stopping consumer waits for the broker to acknowledge DLQ copies and its snapshot.
@@ -41,12 +48,14 @@ FLUSH_TIMEOUT_S = 30.0
 
 
 class TriesUsedUp(Exception):
-    """Delivered after its last try: that try ended without an answer (its consumer was stopped or
-    killed, or held it past its lock). Dead-lettered at once: a record that kills its consumer
-    must not be tried until the broker drops it."""
+    """Delivered for the last time the group allows, and no delivery before it ended with an answer
+    (each consumer that held it died, stopped, or held it past its lock). Dead-lettered untried:
+    if this delivery also ended unanswered, the broker would archive the record, and a record that
+    kills every consumer that takes it would be lost."""
 
 
 class Outcome(Enum):
+    TRYING = "trying"  # an order with tries left, waiting for its next one
     COUNTED = "counted"
     DEAD_LETTERED = "dead-lettered"
     RELEASED = "released"
@@ -55,8 +64,11 @@ class Outcome(Enum):
 @dataclass(eq=False)
 class Decision:
     msg: Message
-    outcome: Outcome
-    release_at: float = 0.0  # RELEASED: when its backoff is over
+    outcome: Outcome = Outcome.TRYING
+    order: Order | None = None  # TRYING: the decoded order
+    tries: int = 0  # TRYING: its failed tries in this delivery
+    next_try_at: float = 0.0  # TRYING: when its backoff is over
+    release_at: float = 0.0  # RELEASED: when to hand it back
     copy_acked: bool = False  # DEAD_LETTERED: the broker acknowledged its DLQ copy
     counted_as: int = 0  # COUNTED: this consumer's count with it; a snapshot of that count holds it
 
@@ -69,103 +81,140 @@ class ShareProcessor:
         codec: OrderCodec,
         args: argparse.Namespace,
         consumer_id: str,
-        lock_duration_s: float,
+        limits: ShareGroupLimits,
     ) -> None:
         self.consumer, self.dlq, self.codec = consumer, dlq, codec
         self.failures = SimulatedFailures(args.failure_rate, args.seed, work_s=args.work_time)
         self.policy = RetryPolicy(args.max_attempts, args.retry_backoff)
         self.stats_topic = args.stats_topic
         # A registry outage is not the record's fault: its next delivery waits half a lock, so that
-        # 3 deliveries span 30 s of outage (at Kafka's 30 s lock) before the DLQ.
-        self.registry_backoff_s = lock_duration_s / 2
+        # the deliveries before the last two span a minute of outage (at Kafka's 5 and 30 s).
+        self.registry_backoff_s = limits.lock_duration_s / 2
+        self.delivery_limit = limits.delivery_limit
         self.aggregate = RunningAverage()
         self.group, self.consumer_id = args.share_group, consumer_id
         self.published_count = 0  # the count in this consumer's latest snapshot the broker holds
         self.next_snapshot_at = 0.0  # when a snapshot may be sent (inf: one is in flight)
-        self.lock_s = lock_duration_s
+        self.lock_s = limits.lock_duration_s
         self.say = (lambda _line: None) if args.quiet else print
         self.verbose = not args.quiet
+        self.names = LineNaming()
         self.retries = 0  # failed tries released for another delivery
         self.dead_lettered = 0
         self.errors = 0
 
     # -- one batch ---------------------------------------------------------------------------
     def handle(self, messages: list[Message], stop: threading.Event, polled_at: float) -> None:
-        """Decide every record of the batch (a stop waits for the batch: released untried, a record
-        would use up a delivery), within half the lock: a record still untried then is released."""
+        """Decide every record of the batch within half the lock (a stop waits for the batch:
+        released undecided, a record would use up a delivery); a record untried then is released,
+        one at its last delivery dead-lettered."""
         decisions, untried = [], 0
+        decide_by = polled_at + self.lock_s / 2
         for msg in messages:
             if error := msg.error():
                 if error.fatal():
                     raise UserError(f"Kafka share consumer failed: {error.str()}")
                 self.errors += 1
                 print(f"kafka: {error.str()}", file=sys.stderr)
-            elif self.too_late(polled_at) and (msg.delivery_count() or 1) < self.policy.max_attempts:
+            elif time.monotonic() > decide_by and self.delivery(msg) < self.delivery_limit:
                 decisions.append(Decision(msg, Outcome.RELEASED))
                 untried += 1
             else:
                 decisions.append(self.decide(msg))
+        untried += self.finish_tries(decisions, decide_by)
         if untried:
             print(
                 f"warning: a batch outlived half the {self.lock_s:g} s lock; {untried} records released "
-                "untried (lower max.poll.records in --config, or the time a try takes)",
+                "before their tries were done (lower max.poll.records in --config, or the time a try takes)",
                 file=sys.stderr,
             )
         self.make_durable(decisions, stop, lock_expires_at=polled_at + self.lock_s)
         self.answer(decisions, stop)
 
-    def too_late(self, polled_at: float) -> bool:
-        return time.monotonic() - polled_at > self.lock_s / 2
+    @staticmethod
+    def delivery(msg: Message) -> int:
+        return msg.delivery_count() or 1
 
     def decide(self, msg: Message) -> Decision:
-        delivery = msg.delivery_count() or 1
+        decision, delivery = Decision(msg), self.delivery(msg)
         try:
-            order = self.codec.decode(msg.value())
+            decision.order = self.codec.decode(msg.value())
         except OrderDecodeError as exc:  # poison: no delivery can fix the bytes
+            self.names.forget()
             self.say(f"Poison record at {describe(msg)}: {exc}")
-            return self.dead_letter(msg, exc, attempts=0, label=describe(msg))
-        except RegistryUnavailableError as exc:  # a failed try: released later, or to the DLQ
+            self.dead_letter(decision, exc, attempts=0, label=describe(msg))
+            return decision
+        except RegistryUnavailableError as exc:  # the next delivery, half a lock later, may decode it
             self.say(f"  Delivery {delivery} of {describe(msg)} not decoded: {exc}")
-            return self.failed(msg, exc, delivery, label=describe(msg), backoff_s=self.registry_backoff_s)
+            if delivery < self.delivery_limit - 1:  # the last two: one cut short, one for the DLQ
+                decision.outcome = Outcome.RELEASED
+                decision.release_at = time.monotonic() + self.registry_backoff_s
+            else:
+                self.dead_letter(decision, exc, attempts=delivery, label=describe(msg))
+            return decision
         if self.verbose:
-            print(f"Received order: {order} (delivery {delivery})")
-        if delivery > self.policy.max_attempts:
+            self.names.received(decision.order.order_id)
+            print(f"Received order: {decision.order} (delivery {delivery})")
+        if delivery >= self.delivery_limit:
             error = TriesUsedUp(
-                f"delivered {delivery} times, {self.policy.max_attempts} tries allowed: "
-                "an earlier delivery ended without an answer"
+                f"delivery {delivery}, the last the group allows ({DELIVERY_LIMIT}); "
+                "no delivery before it was answered: not tried, the broker would drop it"
             )
-            self.say(f"  {error}")
-            return self.dead_letter(msg, error, delivery, label=f"orderId {order.order_id}")
+            self.say(f"  {error}{self.names.about(decision.order.order_id)}")
+            self.dead_letter(decision, error, attempts=0, label=f"orderId {decision.order.order_id}")
+            return decision
+        self.try_order(decision)
+        return decision
+
+    def try_order(self, decision: Decision) -> None:
+        """One try: counted, or failed with tries left (tried again after its backoff), or failed
+        for the last time (to the DLQ)."""
+        assert decision.order is not None
+        order, attempt = decision.order, decision.tries + 1
         try:
-            self.failures.maybe_fail(order.order_id, delivery)
+            self.failures.maybe_fail(order.order_id, attempt)
         except TemporaryProcessingError as exc:
-            self.say(f"  Attempt {delivery}/{self.policy.max_attempts} failed: {exc}")
-            return self.failed(msg, exc, delivery, label=f"orderId {order.order_id}")
+            named = self.names.about(order.order_id)
+            self.say(f"  Attempt {attempt}/{self.policy.max_attempts} failed{named}: {exc}")
+            decision.tries = attempt
+            if attempt < self.policy.max_attempts:
+                self.retries += 1
+                decision.next_try_at = time.monotonic() + self.policy.delay_after(attempt)
+            else:
+                self.say(f"Permanent failure{self.names.about(order.order_id)}")
+                self.dead_letter(decision, exc, attempt, label=f"orderId {order.order_id}")
+            return
         self.aggregate.add(order.price)
         if self.verbose:
-            print(f"✓ Processing successful\n{self.aggregate}\n")
-        return Decision(msg, Outcome.COUNTED, counted_as=self.aggregate.count)
+            print(f"✓ Processing successful{self.names.about(order.order_id)}\n{self.aggregate}\n")
+        decision.outcome, decision.counted_as = Outcome.COUNTED, self.aggregate.count
 
-    def failed(
-        self, msg: Message, error: Exception, delivery: int, label: str, backoff_s: float | None = None
-    ) -> Decision:
-        if delivery < self.policy.max_attempts:
-            self.retries += 1
-            wait_s = self.policy.delay_after(delivery) if backoff_s is None else backoff_s
-            return Decision(msg, Outcome.RELEASED, release_at=time.monotonic() + wait_s)
-        self.say("Permanent failure")
-        return self.dead_letter(msg, error, delivery, label)
+    def finish_tries(self, decisions: list[Decision], decide_by: float) -> int:
+        """Try each failed order again once its backoff is over, until every order is decided; one
+        whose next try would come after decide_by is released (its next delivery tries it from the
+        first try again). Returns how many were released."""
+        trying = [d for d in decisions if d.outcome is Outcome.TRYING]
+        while trying:
+            decision = min(trying, key=lambda d: d.next_try_at)
+            if decision.next_try_at > decide_by:
+                break
+            time.sleep(max(0.0, decision.next_try_at - time.monotonic()))  # a stop waits too
+            self.try_order(decision)
+            trying = [d for d in trying if d.outcome is Outcome.TRYING]
+        for decision in trying:
+            decision.outcome = Outcome.RELEASED
+        return len(trying)
 
-    def dead_letter(self, msg: Message, error: Exception, attempts: int, label: str) -> Decision:
-        decision = Decision(msg, Outcome.DEAD_LETTERED)
+    def dead_letter(self, decision: Decision, error: Exception, attempts: int, label: str) -> None:
+        decision.outcome = Outcome.DEAD_LETTERED
 
         def acked() -> None:
             decision.copy_acked = True
             self.dead_lettered += 1
+            self.names.forget()
             self.say(f"Moved to DLQ: {label}\n")
 
-        self.dlq.send(msg, error, attempts, on_acked=acked)
-        return decision
+        self.dlq.send(decision.msg, error, attempts, on_acked=acked)
 
     # -- durable, then answered --------------------------------------------------------------
     def make_durable(self, decisions: list[Decision], stop: threading.Event, lock_expires_at: float) -> None:
@@ -216,12 +265,13 @@ class ShareProcessor:
         )
 
     def answer(self, decisions: list[Decision], stop: threading.Event) -> None:
-        """Accept what the broker holds, release the failed tries once their backoff is over. A
-        record whose DLQ copy or snapshot the broker does not hold is released (its lock has
-        expired: the broker refuses that answer), or, when stopping, left for close() to hand back."""
+        """Accept what the broker holds, release the rest (after the registry's backoff, when it
+        did not answer). A record whose DLQ copy or snapshot the broker does not hold is released
+        (its lock has expired: the broker refuses that answer), or, when stopping, left for close()
+        to hand back."""
         release_at = max((d.release_at for d in decisions if d.outcome is Outcome.RELEASED), default=0.0)
         if (wait := release_at - time.monotonic()) > 0:
-            stop.wait(wait)  # the broker redelivers a released record at once: the backoff is ours
+            stop.wait(wait)  # the broker delivers a released record again at once: the backoff is ours
         for decision in decisions:
             if decision.outcome is Outcome.RELEASED:
                 self.acknowledge(decision.msg, AcknowledgeType.RELEASE)

@@ -40,6 +40,12 @@ SEED = 7  # every consumer draws the same failures for an order: the DLQ's conte
 WORK = ("--seed", str(SEED), "--work-time", "0.005")
 RECEIVED = re.compile(r"^Received order: \{'orderId': '([^']+)'", flags=re.MULTILINE)
 MOVED = re.compile(r"^Moved to DLQ: orderId (\S+)", flags=re.MULTILINE)
+# Delivered again: after a consumer's death or a release.
+REDELIVERED = re.compile(r"^Received order: \{'orderId': '([^']+)'.*\(delivery [2-9]\)$", flags=re.MULTILINE)
+# Holding an order for its last try: between its second failed try and its third (or, when the
+# broker's delivery count is the try number, at its third delivery).
+AT_LAST_TRY = re.compile(r"^  Attempt 2/3 failed|\(delivery 3\)$", flags=re.MULTILINE)
+LOCK_5_S = {"share.record.lock.duration.ms": "5000"}
 SUMMARY = re.compile(r"^Summary: processed=(\d+) dlq=(\d+)", flags=re.MULTILINE)
 
 
@@ -61,6 +67,27 @@ def check_dlq_copies(run: Run, row: Row, orders_attempts: bytes) -> None:
             row.notes.append(f"offset {original.offset()}: dlq.attempts {headers['dlq.attempts']!r}")
     if row.notes:
         row.exact = False
+
+
+def check_dead_lettered_exactly_the_failing(run: Run, row: Row) -> None:
+    """The orders moved to the DLQ are those whose three tries all fail under SEED."""
+    sent = re.findall(r"^Sent order: \{'orderId': '([^']+)'", run.read("producer-*.log"), flags=re.MULTILINE)
+    failures = SimulatedFailures(0.3, SEED)
+    expected_dead = {i for i in sent if all(failures.draw(i, k) < 0.3 for k in (1, 2, 3))}
+    dead = set(MOVED.findall(run.read("consumer-*.log")))
+    if dead != expected_dead:
+        row.notes.append(
+            f"dead-lettered {len(dead)} orders, expected {len(expected_dead)} "
+            f"({len(dead - expected_dead)} that had tries left)"
+        )
+
+
+def wait_for_match(log: Path, pattern: re.Pattern, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not pattern.search(log.read_text(errors="replace")):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no {pattern.pattern!r} in {log}")
+        time.sleep(0.01)
 
 
 def check_combined_figure(run: Run, row: Row, at_least_once: bool) -> None:
@@ -96,12 +123,7 @@ def share_three_consumers(broker: FaultBroker, mode: str, orders: int, workdir: 
     row.figures.append(f"records done per consumer: {work}")
     if not all(work):
         row.notes.append(f"a consumer did no work: {work}")
-    sent = re.findall(r"^Sent order: \{'orderId': '([^']+)'", run.read("producer-*.log"), flags=re.MULTILINE)
-    failures = SimulatedFailures(0.3, SEED)
-    expected_dead = {i for i in sent if all(failures.draw(i, k) < 0.3 for k in (1, 2, 3))}
-    dead = set(MOVED.findall(run.read("consumer-*.log")))
-    if dead != expected_dead:
-        row.notes.append(f"dead-lettered {len(dead)} orders, expected {len(expected_dead)}")
+    check_dead_lettered_exactly_the_failing(run, row)
     row.exact = row.exact and not row.notes and row.counted_twice == 0
     check_dlq_copies(run, row, orders_attempts=b"3")
     check_combined_figure(run, row, at_least_once=False)
@@ -112,8 +134,7 @@ def share_consumer_killed(broker: FaultBroker, mode: str, orders: int, workdir: 
     """SIGKILL one of three share consumers in the middle of a batch (answered only once the whole
     batch is decided): the records it held come back when their lock expires (5 s here), to the others."""
     run = Run(broker, "share-consumer-sigkill", mode, workdir, share=True)
-    admin = AdminClient({"bootstrap.servers": run.bootstrap})
-    set_group_configs(admin, run.group, {"share.record.lock.duration.ms": "5000"})
+    set_group_configs(AdminClient({"bootstrap.servers": run.bootstrap}), run.group, LOCK_5_S)
     victim = run.start_consumer("--idle-timeout", "12", *WORK)
     others = [run.start_consumer("--idle-timeout", "12", *WORK) for _ in range(2)]
     producer = run.start_producer(orders, interval=0.002)
@@ -137,6 +158,37 @@ def share_consumer_killed(broker: FaultBroker, mode: str, orders: int, workdir: 
     if not taken_over:
         row.notes.append("none of the killed consumer's records was done by the others")
         row.exact = False
+    check_combined_figure(run, row, at_least_once=True)
+    return row
+
+
+def share_consumer_killed_at_its_last_try(broker: FaultBroker, mode: str, orders: int, workdir: Path) -> Row:
+    """SIGKILL one of three share consumers while it holds an order at its last try: the records it
+    held come back with a delivery used up, and each still gets every try it was promised. Nothing
+    is dead-lettered as TriesUsedUp after one death, and the DLQ holds exactly the orders whose three
+    (seeded) tries fail."""
+    run = Run(broker, "share-consumer-killed-at-its-last-try", mode, workdir, share=True)
+    set_group_configs(AdminClient({"bootstrap.servers": run.bootstrap}), run.group, LOCK_5_S)
+    victim = run.start_consumer("--idle-timeout", "12", *WORK, backoff=0.2)
+    others = [run.start_consumer("--idle-timeout", "12", *WORK, backoff=0.2) for _ in range(2)]
+    producer = run.start_producer(orders, interval=0.002)
+    wait_for_match(run.consumer_logs[0], AT_LAST_TRY, timeout_s=120)
+    run.kill(victim)
+    for process in [producer, *others]:
+        if process.wait(300) != 0:
+            run.notes.append(f"{process.args[2]} exited {process.returncode}")
+    row = run.check()
+    held = set(RECEIVED.findall(run.consumer_logs[0].read_text())) & set(
+        REDELIVERED.findall(run.read("consumer-[12].log"))
+    )
+    row.figures.append(f"records the killed consumer held, delivered again to the others: {len(held)}")
+    if not held:
+        row.notes.append("none of the killed consumer's records came back to the others")
+    used_up = sum(dict(m.headers())["dlq.error.type"] == b"TriesUsedUp" for m in dead_letters(run))
+    if used_up:
+        row.notes.append(f"{used_up} records dead-lettered as TriesUsedUp after one death")
+    check_dead_lettered_exactly_the_failing(run, row)
+    row.exact = row.exact and not row.notes
     check_combined_figure(run, row, at_least_once=True)
     return row
 
@@ -186,6 +238,7 @@ def share_consumers_interrupted(broker: FaultBroker, mode: str, orders: int, wor
 SHARE_SCENARIOS: dict[str, Scenario] = {
     "share-3-consumers-1-partition": share_three_consumers,
     "share-consumer-sigkill": share_consumer_killed,
+    "share-consumer-killed-at-its-last-try": share_consumer_killed_at_its_last_try,
     "share-3-consumers-sigint": share_consumers_interrupted,
     "share-poison-always-failing": share_poison_and_failing,
 }

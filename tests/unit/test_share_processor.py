@@ -10,6 +10,7 @@ from decimal import Decimal
 
 from confluent_kafka import AcknowledgeType
 
+from kafka_project.consumer.share_group import ShareGroupLimits
 from kafka_project.consumer.share_processor import ShareProcessor
 from kafka_project.dlq.dlq_producer import DeadLetterPublisher
 from kafka_project.order_codec import Order, OrderCodec
@@ -66,9 +67,10 @@ class Producer:
     """Acknowledges every record at the next flush, unless told not to."""
 
     def __init__(self, acknowledges: bool = True) -> None:
-        self.acknowledges, self.pending = acknowledges, []
+        self.acknowledges, self.pending, self.produced = acknowledges, [], []
 
-    def produce(self, topic, on_delivery, **_record):
+    def produce(self, topic, on_delivery, **record):
+        self.produced.append(record)
         self.pending.append(on_delivery)
 
     def flush(self, timeout):
@@ -81,20 +83,25 @@ class Producer:
         return len(self.pending)
 
 
-def processor(failure_rate: float, lock_s: float = 30.0, acknowledges: bool = True):
+def processor(failure_rate: float, lock_s: float = 30.0, acknowledges: bool = True, backoff_s: float = 0.0):
     args = argparse.Namespace(
         failure_rate=failure_rate,
         seed=1,
         work_time=0.0,
         max_attempts=3,
-        retry_backoff=0.0,
+        retry_backoff=backoff_s,
         stats_topic="orders-stats",
         share_group="workers",
         quiet=True,
     )
     answers = Answers()
     dlq = DeadLetterPublisher(Producer(acknowledges), "orders-dlq", "workers")
-    return ShareProcessor(answers, dlq, codec, args, "consumer-1", lock_s), answers
+    limits = ShareGroupLimits(delivery_limit=5, lock_duration_s=lock_s, heartbeat_s=5.0)
+    return ShareProcessor(answers, dlq, codec, args, "consumer-1", limits), answers
+
+
+def dlq_headers(share: ShareProcessor) -> list[dict]:
+    return [dict(record["headers"]) for record in share.dlq.producer.produced if "headers" in record]
 
 
 def test_a_stop_finishes_the_batch_in_hand_instead_of_releasing_it_untried():
@@ -102,28 +109,54 @@ def test_a_stop_finishes_the_batch_in_hand_instead_of_releasing_it_untried():
     stop = threading.Event()
     stop.set()
     share.handle([Record(0, 1), Record(1, 3), Record(2, 5)], stop, time.monotonic())
-    # Delivery 5 is past --max-attempts 3: dead-lettered at once, then accepted; the others counted.
+    # Delivery 5 is the group's last: dead-lettered untried, then accepted; the others counted.
     assert answers.given == {0: AcknowledgeType.ACCEPT, 1: AcknowledgeType.ACCEPT, 2: AcknowledgeType.ACCEPT}
     assert (share.aggregate.count, share.dead_lettered, share.published_count) == (2, 1, 2)
+    assert [h["dlq.error.type"] for h in dlq_headers(share)] == [b"TriesUsedUp"]
 
 
-def test_failed_tries_are_released_and_the_last_one_is_dead_lettered_then_accepted():
-    share, answers = processor(failure_rate=1.0)
-    share.handle([Record(0, 1), Record(1, 2), Record(2, 3)], threading.Event(), time.monotonic())
-    assert answers.given == {
-        0: AcknowledgeType.RELEASE,
-        1: AcknowledgeType.RELEASE,
-        2: AcknowledgeType.ACCEPT,
+def test_an_order_gets_all_its_tries_in_any_delivery_before_the_last():
+    """Deliveries 2-4 follow deliveries cut short (a consumer's death): each still gets 3 tries,
+    spaced by the backoff, and only then goes to the DLQ (dlq.attempts 3); the 5th is not tried."""
+    share, answers = processor(failure_rate=1.0, backoff_s=0.05)
+    started = time.monotonic()
+    share.handle([Record(0, 1), Record(1, 2), Record(2, 4), Record(3, 5)], threading.Event(), started)
+    assert time.monotonic() - started >= 0.05 + 0.10  # the waits after tries 1 and 2
+    assert answers.given == dict.fromkeys(range(4), AcknowledgeType.ACCEPT)
+    assert share.retries == 3 * 2
+    copies = {h["dlq.original.offset"]: (h["dlq.attempts"], h["dlq.error.type"]) for h in dlq_headers(share)}
+    assert copies == {
+        b"0": (b"3", b"TemporaryProcessingError"),
+        b"1": (b"3", b"TemporaryProcessingError"),
+        b"2": (b"3", b"TemporaryProcessingError"),
+        b"3": (b"0", b"TriesUsedUp"),
     }
-    assert share.dead_lettered == 1
 
 
-def test_past_half_the_lock_untried_records_are_released_but_not_those_at_their_last_try():
+def test_a_failed_try_is_tried_again_in_the_same_delivery_and_counted_when_it_succeeds():
+    share, answers = processor(failure_rate=0.3)
+    records = [Record(offset, 1) for offset in range(200)]
+    share.handle(records, threading.Event(), time.monotonic())
+    assert set(answers.given.values()) == {AcknowledgeType.ACCEPT}
+    assert share.aggregate.count + share.dead_lettered == 200
+    assert share.retries > 0
+
+
+def test_past_half_the_lock_untried_records_are_released_but_not_those_at_the_last_delivery():
     share, answers = processor(failure_rate=0.0, lock_s=10.0)
     polled_long_ago = time.monotonic() - 6.0
-    share.handle([Record(0, 1), Record(1, 3)], threading.Event(), polled_long_ago)
-    assert answers.given == {0: AcknowledgeType.RELEASE, 1: AcknowledgeType.ACCEPT}
-    assert share.aggregate.count == 1
+    share.handle([Record(0, 1), Record(1, 4), Record(2, 5)], threading.Event(), polled_long_ago)
+    released, accepted = AcknowledgeType.RELEASE, AcknowledgeType.ACCEPT
+    assert answers.given == {0: released, 1: released, 2: accepted}
+    assert (share.aggregate.count, share.dead_lettered) == (0, 1)
+
+
+def test_an_order_whose_next_try_would_outlive_half_the_lock_is_released_for_a_fresh_delivery():
+    share, answers = processor(failure_rate=1.0, lock_s=0.4, backoff_s=0.15)
+    share.handle([Record(0, 1)], threading.Event(), time.monotonic())
+    # Try 1 fails, try 2 at 0.15 s fails, try 3 would come at 0.45 s: past 0.2 s, so released.
+    assert answers.given == {0: AcknowledgeType.RELEASE}
+    assert share.dead_lettered == 0
 
 
 def test_nothing_is_accepted_whose_count_or_dlq_copy_the_broker_does_not_hold():
