@@ -1,14 +1,20 @@
-"""The consumer's memory over a long run, at the default failure rate (retries and DLQ copies included)."""
+"""The consumer's memory: over a long run at the default failure rate (retries and DLQ copies
+included), and with large records that all wait for a retry, as in an outage of the payment call."""
 
 from __future__ import annotations
 
 import subprocess
 import time
+from decimal import Decimal
 from pathlib import Path
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from bench.common import REPO, Broker
+from kafka_project.order_codec import MAX_RECORD_BYTES, Order, OrderCodec
+
+# Headers that bring a record near the largest an order's may be (MAX_RECORD_BYTES).
+PADDING = b"x" * (MAX_RECORD_BYTES - 1024)
 
 
 def rss_mb(pid: int) -> float:
@@ -36,3 +42,28 @@ def consumer_rss(broker: Broker, topic: str, checkpoints: list[int]) -> list[flo
     process.wait(300)
     watcher.close()
     return readings
+
+
+def large_records_topic(broker: Broker, count: int) -> str:
+    topic = broker.topic("large")
+    producer, codec = Producer({"bootstrap.servers": broker.bootstrap}), OrderCodec()
+    for i in range(count):
+        value = codec.encode(Order(f"ORD-LARGE-{i:06d}", "Laptop", Decimal("999.99")))
+        producer.produce(topic, value=value, headers=[("padding", PADDING)])
+        producer.poll(0)
+    producer.flush(60)
+    return topic
+
+
+def outage_rss(broker: Broker, topic: str, seconds: float) -> float:
+    """The consumer's highest RSS while every try fails and each order waits for its
+    next (3 and 6 s later): it holds what --max-in-flight-bytes lets it (32 MiB by default), then pauses."""
+    command = broker.consumer_command(topic, "--failure-rate", "1", "--retry-backoff", "3")
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL)
+    highest, deadline = 0.0, time.monotonic() + seconds
+    while time.monotonic() < deadline and process.poll() is None:
+        highest = max(highest, rss_mb(process.pid))
+        time.sleep(0.2)
+    process.kill()
+    process.wait(60)
+    return highest

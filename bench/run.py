@@ -221,6 +221,18 @@ def main() -> int:
         )
     )
 
+    large = broker.size(20_000)
+    large_topic = memory.large_records_topic(broker, large)
+    figures["rss_mb_outage_large"] = memory.outage_rss(broker, large_topic, seconds=10 + 10 * broker.scale)
+    rows.append(
+        (
+            f"consumer RSS, {large:,} records of {len(memory.PADDING) // 1024} KB, every try failing",
+            f"{figures['rss_mb_outage_large']:.0f} MB",
+            "--max-in-flight-bytes 32 MiB",
+            "bounded",
+        )
+    )
+
     print(format_table(rows))
     print(f"machine: {figures['machine']}; broker: local Kafka 3.9.2 on the same machine")
     draw(by_failure_rate, {name: figures["e2e_ms"][name] for name in figures["e2e_ms"]}, args.chart)

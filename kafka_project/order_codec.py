@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import fastavro
+from confluent_kafka import Message
 from fastavro.read import SchemaResolutionError
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 from fastavro.types import Schema
@@ -43,6 +44,18 @@ MAX_PRICE = Decimal("100000.00")
 # MAX_VALUE_BYTES is poison unread, and so is a text field longer than MAX_TEXT_CHARS.
 MAX_VALUE_BYTES = 16 * 1024
 MAX_TEXT_CHARS = 200
+# A whole record (value, key and headers) above this is poison too: orders waiting for a retry are
+# held in memory, and a 30-byte order could otherwise carry a megabyte of headers.
+MAX_RECORD_BYTES = 64 * 1024
+
+
+def record_size(msg: Message) -> int:
+    """The bytes a record holds in memory: its value, key and headers."""
+    size = len(msg) + len(msg.key() or b"")
+    for header in msg.headers() or []:
+        name, value = header[0], header[1]
+        size += len(name) + len(value or b"")
+    return size
 
 
 class SchemaFileError(InvalidInputError):
@@ -200,6 +213,14 @@ class OrderCodec:
         body.write(self.header)
         fastavro.schemaless_writer(body, self.writer_schema, order.to_record())
         return body.getvalue()
+
+    def decode_record(self, msg: Message) -> Order:
+        """The order in a record (decode), refused when the record is larger than an order's can be."""
+        if (size := record_size(msg)) > MAX_RECORD_BYTES:
+            raise InvalidOrderError(
+                f"record is {size} bytes with its key and headers; an order's is at most {MAX_RECORD_BYTES}"
+            )
+        return self.decode(msg.value())
 
     def decode(self, value: bytes | None) -> Order:
         """The order in a value of either format. OrderDecodeError: poison; RegistryUnavailableError:

@@ -86,7 +86,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=positive_int,
         default=DEFAULT_MAX_IN_FLIGHT_BYTES,
         metavar="BYTES",
-        help="the record values of orders in progress, at most (plus one record; "
+        help="the records (values, keys, headers) of orders in progress, at most (plus one batch; "
         "default %(default)s: 32 MiB)",
     )
     parser.add_argument(

@@ -23,7 +23,7 @@ from kafka_project.consumer.schedule import RetrySchedule, Work, lane_of
 from kafka_project.dlq.dlq_producer import DeadLetterPublisher
 from kafka_project.dlq.headers import describe
 from kafka_project.errors import UserError
-from kafka_project.order_codec import MAX_VALUE_BYTES, OrderCodec, OrderDecodeError
+from kafka_project.order_codec import MAX_RECORD_BYTES, OrderCodec, OrderDecodeError
 from kafka_project.registry import RegistryUnavailableError
 
 FLUSH_TIMEOUT_S = 30.0
@@ -121,7 +121,7 @@ class OrderProcessor:
         """A record just polled: poison goes to the DLQ, an order gets its first try now, or
         after the orders of its key that came before it."""
         try:
-            order = self.codec.decode(msg.value())
+            order = self.codec.decode_record(msg)
         except OrderDecodeError as exc:  # poison: retrying cannot fix bytes
             self.names.forget()
             self.say(f"Poison record at {describe(msg)}: {exc}")
@@ -220,7 +220,7 @@ class OrderProcessor:
         bytes_left = self.max_in_flight_bytes - self.schedule.bytes
         if self.paused or bytes_left <= 0:
             return 0
-        return max(0, min(self.max_in_flight - self.schedule.size, bytes_left // MAX_VALUE_BYTES + 1))
+        return max(0, min(self.max_in_flight - self.schedule.size, bytes_left // MAX_RECORD_BYTES + 1))
 
     def full(self) -> bool:
         return self.schedule.size >= self.max_in_flight or self.schedule.bytes >= self.max_in_flight_bytes
@@ -241,7 +241,14 @@ class OrderProcessor:
             self.full_since = now
         if not self.paused:
             self.registry_wait.resume_due(self.consumer)
-        if not self.paused and self.full_since is not None and now - self.full_since >= PAUSE_WHEN_FULL_FOR_S:
+        # The byte budget pauses at once: librdkafka's prefetch limit counts record values only, and
+        # in a second it fetched 400 MB of 63 KB records whose headers hold the bytes.
+        bytes_full = self.schedule.bytes >= self.max_in_flight_bytes
+        if (
+            not self.paused
+            and self.full_since is not None
+            and (bytes_full or now - self.full_since >= PAUSE_WHEN_FULL_FOR_S)
+        ):
             self.consumer.pause(self.consumer.assignment())
             self.paused = True
         elif (

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from confluent_kafka import Message
 
 from kafka_project.consumer.offsets import PartitionKey
-from kafka_project.order_codec import Order
+from kafka_project.order_codec import Order, record_size
 
 Lane = tuple[str, int, bytes | int]  # topic, partition, record key (the offset when it has none)
 
@@ -30,6 +30,7 @@ class Work:
     offset: int
     lane: Lane
     tries: int = 0
+    size: int = 0  # its record's bytes, once it waits in the schedule
 
 
 def lane_of(msg: Message, partition: PartitionKey, offset: int) -> Lane:
@@ -44,7 +45,7 @@ class RetrySchedule:
         self._due: list[tuple[float, int, Work]] = []
         self._sequence = itertools.count()
         self.size = 0  # orders in lanes: waiting for their next try or for an earlier order of their key
-        self.bytes = 0  # the size of their record values
+        self.bytes = 0  # the size of their records: values, keys and headers
 
     def busy(self, lane: Lane) -> bool:
         return lane in self._lanes
@@ -57,8 +58,9 @@ class RetrySchedule:
             self._push(due_at, work)
         else:
             lane.append(work)
+        work.size = record_size(work.msg)
         self.size += 1
-        self.bytes += len(work.msg)
+        self.bytes += work.size
 
     def try_again(self, head: Work, due_at: float) -> None:
         self._push(due_at, head)
@@ -70,7 +72,7 @@ class RetrySchedule:
             return  # never queued: done at its first try
         lane.popleft()
         self.size -= 1
-        self.bytes -= len(work.msg)
+        self.bytes -= work.size
         if lane:
             self._push(now, lane[0])
         else:
@@ -89,7 +91,7 @@ class RetrySchedule:
         for lane in [lane for lane in self._lanes if lane[:2] in partitions]:
             dropped = self._lanes.pop(lane)
             self.size -= len(dropped)
-            self.bytes -= sum(len(work.msg) for work in dropped)
+            self.bytes -= sum(work.size for work in dropped)
         self._due = [entry for entry in self._due if entry[2].partition not in partitions]
         heapq.heapify(self._due)
 

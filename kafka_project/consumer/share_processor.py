@@ -138,7 +138,7 @@ class ShareProcessor:
     def decide(self, msg: Message) -> Decision:
         decision, delivery = Decision(msg), self.delivery(msg)
         try:
-            decision.order = self.codec.decode(msg.value())
+            decision.order = self.codec.decode_record(msg)
         except OrderDecodeError as exc:  # poison: no delivery can fix the bytes
             self.names.forget()
             self.say(f"Poison record at {describe(msg)}: {exc}")

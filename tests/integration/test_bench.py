@@ -26,6 +26,7 @@ KEYS = (
     "exactly_once_ratio",
     "rss_mb_10k",
     "rss_mb_1m",
+    "rss_mb_outage_large",
     "registry_encode_us",
     "registry_decode_us",
     "registry_producer_orders_per_s",

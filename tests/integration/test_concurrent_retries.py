@@ -13,7 +13,7 @@ from confluent_kafka import Consumer
 from kafka_project.consumer import consumer
 from kafka_project.consumer.schedule import Work
 from kafka_project.consumer.state import aggregate_from_metadata
-from kafka_project.order_codec import OrderCodec
+from kafka_project.order_codec import OrderCodec, record_size
 from tests.faults.harness import successful_order_ids
 
 from .conftest import (
@@ -236,12 +236,12 @@ def test_long_waits_pause_and_resume_at_half(bootstrap_servers, topics, tmp_path
 
 def test_the_byte_budget_bounds_orders_in_progress_as_the_count_does(bootstrap_servers, topics):
     """Orders of any size wait while a payment service is down: a count limit alone let 250
-    orders of 900 KB reach 505 MB. Budget: three of the largest orders and a byte: the fourth
-    order fills it, the consumer takes no more and pauses."""
+    orders of 900 KB reach 505 MB. Budget: three of the largest records (value, key, headers) and
+    a byte: the fourth order fills it, the consumer takes no more and pauses."""
     count = 12
     steady = ("--topic", topics.orders, "--count", str(count), "--interval", "0.1", "--seed", "3")
     assert run_script("producer", *steady, "--quiet").returncode == 0
-    largest = max(len(m.value()) for m in records(bootstrap_servers, topics.orders))
+    largest = max(record_size(m) for m in records(bootstrap_servers, topics.orders))
     budget = ("--max-in-flight-bytes", str(3 * largest + 1))
     kafka_consumer, processor, args, in_progress, flow = bounded_consumer(
         bootstrap_servers, topics, "2.5", 10_000, *budget

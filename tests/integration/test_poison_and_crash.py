@@ -41,7 +41,11 @@ POISON = {
         codec.encode(Order("ORD-LONG", "x" * 100_000, Decimal("1.00"))),
         "InvalidOrderError",
     ),
+    # A valid order in a record larger than an order's can be: orders waiting for a retry are held
+    # in memory, and librdkafka's prefetch limit does not count headers.
+    "order with 100 KB of headers": (VALID, "InvalidOrderError"),
 }
+HEADERS = {"order with 100 KB of headers": [("padding", b"x" * 100_000)]}
 
 
 def test_poison_goes_to_the_dlq_once_without_retries(bootstrap_servers, topics):
@@ -49,7 +53,7 @@ def test_poison_goes_to_the_dlq_once_without_retries(bootstrap_servers, topics):
     sent = []  # (kind, value) in topic order: each poison record followed by a valid order
     for number, (kind, (value, _)) in enumerate(POISON.items()):
         good = codec.encode(Order(f"ORD-GOOD-{number}", "Phone", Decimal("20.00")))
-        producer.produce(topics.orders, key=kind.encode(), value=value)
+        producer.produce(topics.orders, key=kind.encode(), value=value, headers=HEADERS.get(kind))
         producer.produce(topics.orders, key=f"ORD-GOOD-{number}".encode(), value=good)
         sent += [(kind, value), ("valid", good)]
     assert producer.flush(30) == 0
@@ -73,6 +77,7 @@ def test_poison_goes_to_the_dlq_once_without_retries(bootstrap_servers, topics):
         kind, value = sent[int(headers["dlq.original.offset"])]
         assert msg.key().decode() == kind
         assert msg.value() == value
+        assert msg.headers()[: len(HEADERS.get(kind, []))] == HEADERS.get(kind, [])
         assert headers["dlq.error.type"] == POISON[kind][1], kind
         assert headers["dlq.attempts"] == "0"
         assert headers["dlq.error.message"]

@@ -19,6 +19,7 @@ from kafka_project import registry
 from kafka_project.consumer.aggregate import RunningAverage
 from kafka_project.consumer.state import ConsumerState, PartitionState, snapshot_from_json
 from kafka_project.order_codec import (
+    MAX_RECORD_BYTES,
     MAX_TEXT_CHARS,
     MAX_VALUE_BYTES,
     InvalidOrderError,
@@ -296,3 +297,31 @@ def test_fuzz_snapshots_are_read_or_refused_never_a_crash(fields, noise):
     assert RunningAverage(aggregate.count, aggregate.total_price).avg.is_finite()
     assert isinstance(state.key, bytes)
     struct.pack(">q", aggregate.count)  # a count a Kafka client could carry
+
+
+class Record:
+    """What decode_record reads of a record."""
+
+    def __init__(self, value: bytes, key: bytes | None, headers: list[tuple[str, bytes]] | None) -> None:
+        self._value, self._key, self._headers = value, key, headers
+
+    def __len__(self) -> int:
+        return len(self._value)
+
+    def value(self) -> bytes:
+        return self._value
+
+    def key(self) -> bytes | None:
+        return self._key
+
+    def headers(self) -> list[tuple[str, bytes]] | None:
+        return self._headers
+
+
+def test_a_valid_order_in_a_record_larger_than_an_orders_can_be_is_poison():
+    value = OrderCodec().encode(Order("ORD-1", "Tablet", Decimal("10.00")))
+    codec = OrderCodec()
+    assert codec.decode_record(Record(value, b"k" * 1000, [("a", b"x" * 1000)])).order_id == "ORD-1"
+    for key, headers in [(b"k" * MAX_RECORD_BYTES, None), (None, [("padding", b"x" * MAX_RECORD_BYTES)])]:
+        with pytest.raises(InvalidOrderError, match="with its key and headers"):
+            codec.decode_record(Record(value, key, headers))

@@ -27,6 +27,9 @@ class Record:
             value if value is not None else codec.encode(Order(f"ORD-{offset}", "Tablet", Decimal("10.00")))
         )
 
+    def __len__(self):
+        return len(self._value)
+
     def value(self):
         return self._value
 
