@@ -69,7 +69,7 @@ CONSUMER_TUNING = {
 }
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = make_parser(__doc__)
     add_processing_flags(parser)
     add_env_flag(parser, "--group-id", "KAFKA_GROUP_ID", "order-consumer", "consumer group")
@@ -110,6 +110,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="PORT",
         help="serve Prometheus metrics on http://0.0.0.0:PORT/metrics (env METRICS_PORT; default: off)",
     )
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
     args = parse_with_connection(parser, argv)
     refuse_shared_topics(parser, args)
     if RetryPolicy(args.max_attempts, args.retry_backoff).worst_case_s() > MAX_RETRY_WAIT_S:

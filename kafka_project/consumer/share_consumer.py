@@ -64,11 +64,16 @@ SHARE_CONSUMER_TUNING = {
 }
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = make_parser(__doc__)
     add_processing_flags(parser)
     add_env_flag(parser, "--share-group", "KAFKA_SHARE_GROUP", "order-workers", "share group")
     add_wait_for_topics_flag(parser, None, "until they exist, or --idle-timeout when given")
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
     args = parse_with_connection(parser, argv)
     refuse_shared_topics(parser, args)
     return args

@@ -21,12 +21,16 @@ from kafka_project.cluster import partitions_with_open_transactions
 from kafka_project.consumer.state import PartitionState, combined, read_snapshots
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = make_parser(__doc__)
     add_env_flag(parser, "--stats-topic", "STATS_TOPIC", "orders-stats", "compacted topic of snapshots")
     add_env_flag(parser, "--group-id", "KAFKA_GROUP_ID", "order-consumer", "consumer group")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
-    return parse_with_connection(parser, argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return parse_with_connection(build_parser(), argv)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -203,7 +203,7 @@ def list_dlq(args: argparse.Namespace) -> int:
     return 0
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = make_parser(__doc__, common_args=False)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     list_command = add_common_args(
@@ -255,7 +255,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="refuse records already replayed this often (default %(default)s)",
     )
     replay_command.set_defaults(handler=replay.run_replay)
-    return parse_with_connection(parser, argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return parse_with_connection(build_parser(), argv)
 
 
 def cli() -> None:

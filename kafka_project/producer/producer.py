@@ -45,7 +45,7 @@ PRICE_CENTS = (500, 150_000)  # $5.00 to $1,500.00
 FLUSH_TIMEOUT_S = TOPIC_UNKNOWN_WAIT_S
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = make_parser(__doc__)
     add_env_flag(parser, "--topic", "ORDERS_TOPIC", "orders", "topic to write to")
     parser.add_argument(
@@ -77,7 +77,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "subject instead of registering --schema",
     )
     add_wait_for_topics_flag(parser, 0.0, "0")
-    return parse_with_connection(parser, argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return parse_with_connection(build_parser(), argv)
 
 
 def producer_config(bootstrap_servers: str, report_successes: bool = True) -> dict:
