@@ -221,9 +221,9 @@ def main() -> int:
         )
     )
 
-    large = broker.size(20_000)
+    large = broker.size(10_000)
     large_topic = memory.large_records_topic(broker, large)
-    figures["rss_mb_outage_large"] = memory.outage_rss(broker, large_topic, seconds=10 + 10 * broker.scale)
+    figures["rss_mb_outage_large"] = memory.outage_rss(broker, large_topic, seconds=5 + 15 * broker.scale)
     rows.append(
         (
             f"consumer RSS, {large:,} records of {len(memory.PADDING) // 1024} KB, every try failing",

@@ -215,12 +215,14 @@ class OrderCodec:
         return body.getvalue()
 
     def decode_record(self, msg: Message) -> Order:
-        """The order in a record (decode), refused when the record is larger than an order's can be."""
+        """The order in a record (decode, which bounds its work by the value's size first), refused
+        when the record with its key and headers is larger than an order's can be."""
+        order = self.decode(msg.value())
         if (size := record_size(msg)) > MAX_RECORD_BYTES:
             raise InvalidOrderError(
                 f"record is {size} bytes with its key and headers; an order's is at most {MAX_RECORD_BYTES}"
             )
-        return self.decode(msg.value())
+        return order
 
     def decode(self, value: bytes | None) -> Order:
         """The order in a value of either format. OrderDecodeError: poison; RegistryUnavailableError:
