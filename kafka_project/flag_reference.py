@@ -77,10 +77,12 @@ def row_order(row: tuple[str, str, list[str]]) -> tuple[str, int]:
 
 
 def table() -> str:
+    rows = flag_rows()
+    every = max((used for _, _, used in rows), key=len)
     lines = ["| flag | what it does (environment variable; default) | scripts |", "|---|---|---|"]
-    for flags, help_text, used in flag_rows():
+    for flags, help_text, used in rows:
         cell = help_text.replace("|", "\\|")
-        lines.append(f"| {flags} | {cell} | {', '.join(used)} |")
+        lines.append(f"| {flags} | {cell} | {'every script' if used == every else ', '.join(used)} |")
     return "\n".join(lines)
 
 
