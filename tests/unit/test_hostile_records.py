@@ -38,8 +38,10 @@ from tests.avro_bytes import avro_long, order_body
 codec = OrderCodec()
 ORDER = Order("ORD-0001", "Headphones", Decimal("294.48"), "CUST-07")
 # A decode that takes longer than this is a hang in the making (a valid one takes microseconds).
+# CPU time of the decoding thread, not the wall clock: beside the parallel suite a 30-byte decode
+# once took 257 ms of wall time while descheduled; a hostile decode burns CPU the whole time.
 DECODE_DEADLINE_MS = 250
-FUZZ = settings(deadline=DECODE_DEADLINE_MS, max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(deadline=None, max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 
 
 class SchemasById:
@@ -71,12 +73,12 @@ def order_schema_with(*extra_fields: dict) -> dict:
 
 def decode_in_time(decoder: OrderCodec, value: bytes) -> Order | OrderDecodeError:
     """The order, or the decode error raised; fails on anything else or on a slow decode."""
-    started = time.monotonic()
+    started = time.thread_time()
     try:
         result: Order | OrderDecodeError = decoder.decode(value)
     except OrderDecodeError as exc:
         result = exc
-    assert time.monotonic() - started < DECODE_DEADLINE_MS / 1000
+    assert time.thread_time() - started < DECODE_DEADLINE_MS / 1000
     if isinstance(result, Order):
         assert validate(result) == result
     return result
