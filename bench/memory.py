@@ -11,6 +11,7 @@ from pathlib import Path
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from bench.common import REPO, Broker
+from kafka_project.cluster import produce
 from kafka_project.order_codec import MAX_RECORD_BYTES, Order, OrderCodec
 
 # Headers that bring a record near the largest an order's may be (MAX_RECORD_BYTES).
@@ -49,8 +50,7 @@ def large_records_topic(broker: Broker, count: int) -> str:
     producer, codec = Producer({"bootstrap.servers": broker.bootstrap}), OrderCodec()
     for i in range(count):
         value = codec.encode(Order(f"ORD-LARGE-{i:06d}", "Laptop", Decimal("999.99")))
-        producer.produce(topic, value=value, headers=[("padding", PADDING)])
-        producer.poll(0)
+        produce(producer, topic, value=value, headers=[("padding", PADDING)])  # waits out a full queue
     producer.flush(60)
     return topic
 

@@ -88,7 +88,7 @@ class ShareProcessor:
         self.policy = RetryPolicy(args.max_attempts, args.retry_backoff)
         self.stats_topic = args.stats_topic
         # A registry outage is not the record's fault: its next delivery waits half a lock, so that
-        # the deliveries before the last two span a minute of outage (at Kafka's 5 and 30 s).
+        # the deliveries before the last two span 45 s of outage (at Kafka's 5 deliveries, 30 s lock).
         self.registry_backoff_s = limits.lock_duration_s / 2
         self.delivery_limit = limits.delivery_limit
         self.aggregate = RunningAverage()
