@@ -38,7 +38,12 @@ from kafka_project.cli import (
 from kafka_project.cluster import client_config, refused_settings_text, wait_for_topics
 from kafka_project.consumer.exactly_once import ExactlyOnceProcessor
 from kafka_project.consumer.flags import add_processing_flags, refuse_shared_topics
-from kafka_project.consumer.group_protocol import GROUP_PROTOCOLS, group_settings, refused_protocol
+from kafka_project.consumer.group_protocol import (
+    GROUP_PROTOCOLS,
+    group_settings,
+    group_tuning,
+    refused_protocol,
+)
 from kafka_project.consumer.live_view import status_display
 from kafka_project.consumer.metrics import serve_metrics
 from kafka_project.consumer.processor import AtLeastOnceProcessor, OrderProcessor, position_of
@@ -143,7 +148,8 @@ def consumer_config(
             "isolation.level": "read_committed",
         },
     )
-    return {**CONSUMER_TUNING, **settings}  # --config may retune CONSUMER_TUNING, never the settings above
+    # --config may retune CONSUMER_TUNING and the session timeout, never the settings above
+    return {**CONSUMER_TUNING, **group_tuning(group_protocol), **settings}
 
 
 def topics_ready(consumer: Consumer, args: argparse.Namespace, stop: threading.Event) -> bool:
@@ -204,16 +210,26 @@ def consume_until_stopped(
         processor.checkpoint(quiet=not messages)
 
 
-def make_processor(consumer: Consumer, codec: OrderCodec, args: argparse.Namespace) -> OrderProcessor:
+ProcessorFactory = Callable[[Consumer, OrderCodec, argparse.Namespace], OrderProcessor]
+
+
+def make_processor(
+    consumer: Consumer,
+    codec: OrderCodec,
+    args: argparse.Namespace,
+    producer_class: type[Producer] = Producer,
+) -> OrderProcessor:
+    """The processor the flags ask for. producer_class makes every producer it uses (tests pass a
+    Producer subclass that stalls or times its transactions)."""
     if not args.exactly_once:
-        producer = Producer(dlq_producer_config(args.bootstrap_servers))
+        producer = producer_class(dlq_producer_config(args.bootstrap_servers))
         return AtLeastOnceProcessor(
             consumer, DeadLetterPublisher(producer, args.dlq_topic, args.group_id), codec, args
         )
 
     def new_producer() -> Producer:
         transactional_id = f"{args.group_id}-{uuid.uuid4()}"
-        return Producer(transactional_producer_config(args.bootstrap_servers, transactional_id))
+        return producer_class(transactional_producer_config(args.bootstrap_servers, transactional_id))
 
     dlq = DeadLetterPublisher(new_producer(), args.dlq_topic, args.group_id, resend_failed=False)
     return ExactlyOnceProcessor(
@@ -254,8 +270,18 @@ class Monitor:
 
 
 def main(args: argparse.Namespace) -> int:
+    return consume(args, stop_on_signals())
+
+
+def consume(
+    args: argparse.Namespace,
+    stop: threading.Event,
+    build_processor: ProcessorFactory = make_processor,
+    between_batches: Callable[[], None] = lambda: None,
+) -> int:
+    """Everything the consumer script does once its flags are read, until `stop` or --idle-timeout.
+    Tests run it in process, with a processor of their own building and a hook between batches."""
     codec = order_codec(args)
-    stop = stop_on_signals()
     try:
         consumer = Consumer(
             consumer_config(args.bootstrap_servers, args.group_id, args.exactly_once, args.group_protocol)
@@ -265,10 +291,15 @@ def main(args: argparse.Namespace) -> int:
     with closing(consumer):  # close() commits the stored offsets and leaves the group, whatever happens
         if not topics_ready(consumer, args, stop):
             return 0
-        processor = make_processor(consumer, codec, args)
+        processor = build_processor(consumer, codec, args)
         if not args.quiet:
             print(f"Starting Kafka Consumer...\nListening for orders on '{args.topic}' topic\n")
         monitor = Monitor(consumer, processor, args)
+
+        def each_batch() -> None:
+            monitor.update()
+            between_batches()
+
         try:
             consumer.subscribe(
                 [args.topic],
@@ -276,7 +307,7 @@ def main(args: argparse.Namespace) -> int:
                 on_revoke=processor.on_revoke,
                 on_lost=processor.on_lost,
             )
-            consume_until_stopped(consumer, processor, args, stop, monitor.update)
+            consume_until_stopped(consumer, processor, args, stop, each_batch)
             # The retries left, the DLQ writes, or the open transaction, before close() commits.
             processor.finish(clean=True)
         except BaseException as exc:  # a second Ctrl-C during the clean finish lands here too

@@ -10,17 +10,13 @@ from kafka_project.errors import UserError
 # Under the classic protocols a killed consumer's partitions go to another one after
 # session.timeout.ms (Kafka's default is 45 s); heartbeats come from a background thread, so slow
 # retries do not count. Under KIP-848 the broker sets it (group.consumer.session.timeout.ms;
-# bin/kafka-local sets 10 s as here).
+# bin/kafka-local sets 10 s as here). A tuning: --config may set its own.
+CLASSIC_SESSION_TIMEOUT = {"session.timeout.ms": 10000}
 GROUP_PROTOCOLS: dict[str, dict[str, object]] = {
-    "classic": {
-        "group.protocol": "classic",
-        "partition.assignment.strategy": "range,roundrobin",
-        "session.timeout.ms": 10000,
-    },
+    "classic": {"group.protocol": "classic", "partition.assignment.strategy": "range,roundrobin"},
     "classic-cooperative": {
         "group.protocol": "classic",
         "partition.assignment.strategy": "cooperative-sticky",
-        "session.timeout.ms": 10000,
     },
     "consumer": {"group.protocol": "consumer"},
 }
@@ -53,6 +49,11 @@ _group_log = logging.getLogger("librdkafka.cgrp")
 _group_log.addHandler(refused_protocol)
 _group_log.propagate = False
 _group_log.setLevel(logging.DEBUG)
+
+
+def group_tuning(protocol: str) -> dict[str, object]:
+    """The settings of a group protocol that --config may override."""
+    return {} if protocol == "consumer" else dict(CLASSIC_SESSION_TIMEOUT)
 
 
 def group_settings(protocol: str) -> dict[str, object]:

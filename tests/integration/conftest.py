@@ -19,13 +19,14 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from kafka_project.cluster import read_topic
 from kafka_project.consumer import consumer
 from kafka_project.consumer.processor import OrderProcessor
 from kafka_project.dlq.headers import DLQ_TOPIC_CONFIG
+from kafka_project.order_codec import OrderCodec
 
 from ..environment import clean_env
 from ..workers import registry_port, worker_number
@@ -191,19 +192,25 @@ def consumer_args(topics: Topics, *extra: str) -> list[str]:
 
 
 def consume_in_process(
-    kafka_consumer: Consumer,
-    processor: OrderProcessor,
     args: argparse.Namespace,
-    topics: Topics,
-    between_batches: Callable[[], None] = lambda: None,
-) -> None:
-    """The consumer script's loop, in this process, until --idle-timeout."""
-    kafka_consumer.subscribe([topics.orders], on_assign=processor.on_assign, on_revoke=processor.on_revoke)
-    try:
-        consumer.consume_until_stopped(kafka_consumer, processor, args, threading.Event(), between_batches)
-        processor.finish(clean=True)
-    finally:
-        kafka_consumer.close()
+    prepare: Callable[[OrderProcessor], None] = lambda processor: None,
+    between_batches: Callable[[OrderProcessor], None] = lambda processor: None,
+    producer_class: type[Producer] = Producer,
+) -> OrderProcessor:
+    """The consumer script (consumer.consume, as main runs it), in this process, until
+    --idle-timeout: `prepare` may wrap the processor's methods before it starts, `between_batches`
+    runs before each poll. Returns the processor, finished and closed."""
+    built: list[OrderProcessor] = []
+
+    def build(kafka_consumer: Consumer, codec: OrderCodec, args: argparse.Namespace) -> OrderProcessor:
+        processor = consumer.make_processor(kafka_consumer, codec, args, producer_class)
+        prepare(processor)
+        built.append(processor)
+        return processor
+
+    assert consumer.consume(args, threading.Event(), build, lambda: between_batches(built[0])) == 0
+    assert built, "the consumer stopped before it subscribed (were its topics there?)"
+    return built[0]
 
 
 def kafka_offsets(bootstrap_servers: str, topics: Topics) -> list[TopicPartition]:

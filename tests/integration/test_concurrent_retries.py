@@ -8,9 +8,9 @@ from collections import defaultdict
 from decimal import Decimal
 
 import pytest
-from confluent_kafka import Consumer
 
 from kafka_project.consumer import consumer
+from kafka_project.consumer.processor import OrderProcessor
 from kafka_project.consumer.schedule import Work
 from kafka_project.consumer.state import aggregate_from_metadata
 from kafka_project.order_codec import OrderCodec, record_size
@@ -48,24 +48,24 @@ def test_5000_orders_of_10_customers_keep_per_key_order_and_backoff(bootstrap_se
     produce_for_customers(topics, 5000, customers=10, seed=11)
     flags = [*MODES[mode], "--failure-rate", "0.3", "--seed", "5", "--idle-timeout", "3", "--quiet"]
     args = consumer.parse_args([*consumer_args(topics, *flags), "--bootstrap-servers", bootstrap_servers])
-    kafka_consumer = Consumer(consumer.consumer_config(bootstrap_servers, topics.group, args.exactly_once))
-    processor = consumer.make_processor(kafka_consumer, codec, args)
     tries: list[tuple[float, bytes, int, int]] = []  # (when, key, offset, try number), as they ran
-    try_once = processor.try_once
+    finished = []
 
-    def recorded(work: Work) -> None:
-        tries.append((time.monotonic(), work.msg.key(), work.offset, work.tries))
-        try_once(work)
+    def record_tries_and_the_final_aggregate(processor: OrderProcessor) -> None:
+        try_once, finish = processor.try_once, processor.finish
 
-    processor.try_once = recorded  # type: ignore[method-assign]
-    finish, finished = processor.finish, []
+        def recorded(work: Work) -> None:
+            tries.append((time.monotonic(), work.msg.key(), work.offset, work.tries))
+            try_once(work)
 
-    def finish_and_keep_the_aggregate(clean: bool) -> None:  # close() forgets the revoked partitions
-        finish(clean)
-        finished.append(processor.running_average())
+        def finish_and_keep_the_aggregate(clean: bool) -> None:  # close() forgets the revoked partitions
+            finish(clean)
+            finished.append(processor.running_average())
 
-    processor.finish = finish_and_keep_the_aggregate  # type: ignore[method-assign]
-    consume_in_process(kafka_consumer, processor, args, topics)
+        processor.try_once = recorded  # type: ignore[method-assign]
+        processor.finish = finish_and_keep_the_aggregate  # type: ignore[method-assign]
+
+    processor = consume_in_process(args, record_tries_and_the_final_aggregate)
 
     # Every order counted or dead-lettered, once.
     orders = records(bootstrap_servers, topics.orders)
@@ -165,28 +165,33 @@ def test_sigkill_with_many_orders_waiting_loses_nothing(bootstrap_servers, topic
         )
 
 
-def bounded_consumer(bootstrap_servers, topics, backoff: str, limit: int, *extra: str):
+class FlowRecord:
+    """What a consumer's flow control did, wrapped into its processor by `prepare`."""
+
+    def __init__(self) -> None:
+        self.in_progress: list[int] = []  # orders in progress after each record received
+        self.flow: list[tuple[bool, int]] = []  # (paused, orders in progress) after each flow-control step
+
+    def prepare(self, processor: OrderProcessor) -> None:
+        receive, pause_or_resume = processor.receive, processor.pause_or_resume
+
+        def receive_and_count(*received) -> None:
+            receive(*received)
+            self.in_progress.append(processor.schedule.size)
+
+        def pause_or_resume_and_note() -> None:
+            pause_or_resume()
+            self.flow.append((processor.paused, processor.schedule.size))
+
+        processor.receive = receive_and_count  # type: ignore[method-assign]
+        processor.pause_or_resume = pause_or_resume_and_note  # type: ignore[method-assign]
+
+
+def bounded_consumer_args(bootstrap_servers, topics, backoff: str, limit: int, *extra: str):
     """Every try fails and an order has two: every order waits `backoff` seconds in progress."""
     flags = ["--failure-rate", "1", "--max-attempts", "2", "--retry-backoff", backoff]
     flags += ["--max-in-flight", str(limit), "--idle-timeout", "3", "--quiet", *extra]
-    args = consumer.parse_args([*consumer_args(topics, *flags), "--bootstrap-servers", bootstrap_servers])
-    kafka_consumer = Consumer(consumer.consumer_config(bootstrap_servers, topics.group))
-    processor = consumer.make_processor(kafka_consumer, codec, args)
-    in_progress: list[int] = []  # orders in progress after each record received
-    flow: list[tuple[bool, int]] = []  # (paused, orders in progress) after each flow-control step
-    receive, pause_or_resume = processor.receive, processor.pause_or_resume
-
-    def receive_and_count(*received) -> None:
-        receive(*received)
-        in_progress.append(processor.schedule.size)
-
-    def pause_or_resume_and_note() -> None:
-        pause_or_resume()
-        flow.append((processor.paused, processor.schedule.size))
-
-    processor.receive = receive_and_count  # type: ignore[method-assign]
-    processor.pause_or_resume = pause_or_resume_and_note  # type: ignore[method-assign]
-    return kafka_consumer, processor, args, in_progress, flow
+    return consumer.parse_args([*consumer_args(topics, *flags), "--bootstrap-servers", bootstrap_servers])
 
 
 def test_short_waits_hold_back_without_pausing(bootstrap_servers, topics):
@@ -195,10 +200,10 @@ def test_short_waits_hold_back_without_pausing(bootstrap_servers, topics):
     count, limit = 16, 4
     produced = run_script("producer", "--topic", topics.orders, "--count", str(count), "--interval", "0")
     assert summary(produced)["delivered"] == str(count)
-    kafka_consumer, processor, args, in_progress, flow = bounded_consumer(
-        bootstrap_servers, topics, "0.2", limit
-    )
-    consume_in_process(kafka_consumer, processor, args, topics)
+    record = FlowRecord()
+    args = bounded_consumer_args(bootstrap_servers, topics, "0.2", limit)
+    processor = consume_in_process(args, record.prepare)
+    in_progress, flow = record.in_progress, record.flow
 
     assert len(in_progress) == count and max(in_progress) == limit
     assert processor.dead_lettered == len(records(bootstrap_servers, topics.dlq)) == count
@@ -212,19 +217,19 @@ def test_long_waits_pause_and_resume_at_half(bootstrap_servers, topics, tmp_path
     count, limit = 12, 4
     producing = []
 
-    def start_producing_once_assigned() -> None:
+    def start_producing_once_assigned(processor: OrderProcessor) -> None:
         if processor.assigned and not producing:
             steady = ("--topic", topics.orders, "--count", str(count), "--interval", "0.25")
             producing.append(start_script("producer", *steady, stdout_path=tmp_path / "producer.log"))
 
-    kafka_consumer, processor, args, in_progress, flow = bounded_consumer(
-        bootstrap_servers, topics, "2.5", limit
-    )
+    record = FlowRecord()
+    args = bounded_consumer_args(bootstrap_servers, topics, "2.5", limit)
     try:
-        consume_in_process(kafka_consumer, processor, args, topics, start_producing_once_assigned)
+        processor = consume_in_process(args, record.prepare, start_producing_once_assigned)
     finally:
         for producer in producing:
             producer.kill()
+    in_progress, flow = record.in_progress, record.flow
 
     assert len(in_progress) == count and max(in_progress) == limit
     assert processor.dead_lettered == len(records(bootstrap_servers, topics.dlq)) == count
@@ -243,10 +248,10 @@ def test_the_byte_budget_bounds_orders_in_progress_as_the_count_does(bootstrap_s
     assert run_script("producer", *steady, "--quiet").returncode == 0
     largest = max(record_size(m) for m in records(bootstrap_servers, topics.orders))
     budget = ("--max-in-flight-bytes", str(3 * largest + 1))
-    kafka_consumer, processor, args, in_progress, flow = bounded_consumer(
-        bootstrap_servers, topics, "2.5", 10_000, *budget
-    )
-    consume_in_process(kafka_consumer, processor, args, topics)
+    record = FlowRecord()
+    args = bounded_consumer_args(bootstrap_servers, topics, "2.5", 10_000, *budget)
+    processor = consume_in_process(args, record.prepare)
+    in_progress, flow = record.in_progress, record.flow
     assert len(in_progress) == count
     assert max(in_progress) == 4
     assert processor.dead_lettered == len(records(bootstrap_servers, topics.dlq)) == count

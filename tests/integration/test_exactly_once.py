@@ -7,15 +7,13 @@ import time
 from decimal import Decimal
 from typing import ClassVar
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Producer
 
 from kafka_project.consumer import consumer
 from kafka_project.consumer.aggregate import RunningAverage
-from kafka_project.consumer.exactly_once import ExactlyOnceProcessor
+from kafka_project.consumer.processor import OrderProcessor
 from kafka_project.consumer.state import aggregate_from_metadata, read_states
-from kafka_project.dlq.dlq_producer import DeadLetterPublisher
 from kafka_project.order_codec import OrderCodec
-from kafka_project.transactions import transactional_producer_config
 
 from .conftest import (
     REPO,
@@ -83,6 +81,16 @@ def test_aggregate_is_restored_after_a_restart_and_matches_the_orders(bootstrap_
     assert stats["partitions"][0]["next_offset"] == 500
 
 
+class NamedProducer(Producer):
+    """A real producer that notes the transactional.id of each one made."""
+
+    ids: ClassVar[list[str]] = []
+
+    def __init__(self, config: dict) -> None:
+        super().__init__(config)
+        self.ids.append(config["transactional.id"])
+
+
 def test_a_fenced_producer_is_replaced_and_nothing_is_counted_twice(bootstrap_servers, topics, capsys):
     """Another producer taking over the consumer's transactional.id fences it (as the broker does when
     it aborts a transaction that outlived transaction.timeout.ms); the consumer must carry on."""
@@ -91,33 +99,17 @@ def test_a_fenced_producer_is_replaced_and_nothing_is_counted_twice(bootstrap_se
     )
     flags = ["--exactly-once", "--seed", "3", "--retry-backoff", "0", "--idle-timeout", "3", "--quiet"]
     args = consumer.parse_args([*consumer_args(topics, *flags), "--bootstrap-servers", bootstrap_servers])
-    transactional_ids = iter(f"{topics.group}-fence-{n}" for n in range(1, 10))
-
-    def new_producer() -> Producer:
-        return Producer(transactional_producer_config(bootstrap_servers, next(transactional_ids)))
-
-    kafka_consumer = Consumer(consumer.consumer_config(bootstrap_servers, topics.group, exactly_once=True))
-    dlq = DeadLetterPublisher(new_producer(), topics.dlq, topics.group, resend_failed=False)
-    processor = ExactlyOnceProcessor(
-        kafka_consumer,
-        dlq,
-        codec,
-        args,
-        new_producer=new_producer,
-        stats_topic=topics.stats,
-        group_id=topics.group,
-    )
+    NamedProducer.ids.clear()
     usurpers = []
 
-    def fence_once_midway() -> None:
+    def fence_once_midway(processor: OrderProcessor) -> None:
         if not usurpers and processor.running_average().count >= 100:
-            usurper = Producer(
-                {"bootstrap.servers": bootstrap_servers, "transactional.id": f"{topics.group}-fence-1"}
-            )
+            current = NamedProducer.ids[-1]  # the transactional.id of the producer in use
+            usurper = Producer({"bootstrap.servers": bootstrap_servers, "transactional.id": current})
             usurper.init_transactions(30)  # bumps the epoch: the consumer's producer is now fenced
             usurpers.append(usurper)
 
-    consume_in_process(kafka_consumer, processor, args, topics, fence_once_midway)
+    consume_in_process(args, between_batches=fence_once_midway, producer_class=NamedProducer)
 
     assert usurpers, "the consumer never got to 100 orders"
     assert "transaction lost (" in capsys.readouterr().err
@@ -196,10 +188,11 @@ class TimedProducer(Producer):
     """A real transactional producer that records how long each transaction lived on the broker:
     from its first record (when the broker's transaction timer starts) to the end of its commit."""
 
+    lifetimes: ClassVar[list[float]] = []  # of every instance's transactions
+
     def __init__(self, config: dict) -> None:
         super().__init__(config)
         self.first_write_at: float | None = None
-        self.lifetimes: list[float] = []
 
     def produce(self, *args, **kwargs) -> None:
         if self.first_write_at is None:
@@ -229,20 +222,11 @@ def test_no_transaction_outlives_its_timeout_while_an_order_is_retried(bootstrap
             bootstrap_servers,
         ]
     )
-    timed = TimedProducer(transactional_producer_config(bootstrap_servers, f"{topics.group}-timed"))
-    kafka_consumer = Consumer(consumer.consumer_config(bootstrap_servers, topics.group, exactly_once=True))
-    processor = ExactlyOnceProcessor(
-        kafka_consumer,
-        DeadLetterPublisher(timed, topics.dlq, topics.group, resend_failed=False),
-        codec,
-        args,
-        new_producer=lambda: TimedProducer(transactional_producer_config(bootstrap_servers, "unused")),
-        stats_topic=topics.stats,
-        group_id=topics.group,
-    )
-    consume_in_process(kafka_consumer, processor, args, topics)
+    TimedProducer.lifetimes.clear()
+    consume_in_process(args, producer_class=TimedProducer)
     assert len(records(bootstrap_servers, topics.dlq)) == 2
-    assert timed.lifetimes and max(timed.lifetimes) < 2.0, timed.lifetimes  # transactions hold no retries
+    lifetimes = TimedProducer.lifetimes
+    assert lifetimes and max(lifetimes) < 2.0, lifetimes  # transactions hold no retries
 
 
 class StallingProducer(Producer):
@@ -277,29 +261,14 @@ def test_a_stall_longer_than_the_transaction_timeout_counts_nothing_twice(bootst
     )
     flags = ["--exactly-once", "--seed", "4", "--retry-backoff", "0", "--idle-timeout", "3", "--quiet"]
     args = consumer.parse_args([*consumer_args(topics, *flags), "--bootstrap-servers", bootstrap_servers])
-    transactional_ids = iter(f"{topics.group}-stall-{n}" for n in range(1, 10))
-
-    def new_producer() -> Producer:
-        return StallingProducer(transactional_producer_config(bootstrap_servers, next(transactional_ids)))
-
-    kafka_consumer = Consumer(consumer.consumer_config(bootstrap_servers, topics.group, exactly_once=True))
-    processor = ExactlyOnceProcessor(
-        kafka_consumer,
-        DeadLetterPublisher(new_producer(), topics.dlq, topics.group, resend_failed=False),
-        codec,
-        args,
-        new_producer=new_producer,
-        stats_topic=topics.stats,
-        group_id=topics.group,
-    )
     StallingProducer.stalled.clear()
     StallingProducer.stall_next.clear()
 
-    def stall_after_50_orders() -> None:
+    def stall_after_50_orders(processor: OrderProcessor) -> None:
         if processor.running_average().count >= 50:
             StallingProducer.stall_next.set()
 
-    consume_in_process(kafka_consumer, processor, args, topics, stall_after_50_orders)
+    consume_in_process(args, between_batches=stall_after_50_orders, producer_class=StallingProducer)
 
     assert StallingProducer.stalled, "the consumer never committed after 50 orders"
     assert "transaction lost (" in capsys.readouterr().err

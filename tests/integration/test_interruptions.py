@@ -18,13 +18,18 @@ from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient, NewPartitions
 
 from kafka_project.consumer import consumer
+from kafka_project.consumer.aggregate import RunningAverage
+from kafka_project.consumer.processor import OrderProcessor
+from kafka_project.consumer.state import aggregate_from_metadata
 from kafka_project.order_codec import OrderCodec
 
 from .conftest import (
     Topics,
     committed_offset,
+    consume_in_process,
     consumer_args,
     headers_of,
+    kafka_offsets,
     records,
     run_script,
     start_script,
@@ -165,3 +170,59 @@ def test_idle_timeout_ends_a_consumer_that_owns_no_partition(bootstrap_servers, 
     counted = [int(summary(log.read_text())["processed"]) for log in logs]
     assert counted[busy] > 0 and sum(counted) == 200, counted
     assert committed_offset(bootstrap_servers, topics.group, topics.orders) == 200
+
+
+@pytest.mark.parametrize("exactly_once", [False, True], ids=["at-least-once", "exactly-once"])
+def test_a_session_lost_while_stalled_goes_through_on_lost(bootstrap_servers, topics, tmp_path, exactly_once):
+    """The consumer stalls longer than max.poll.interval.ms (a slow order, a paused terminal): the
+    group goes on without it, and its next poll reports the partition lost, not revoked. Nothing
+    may be committed for it then; the consumer joins again and goes on from the last commit.
+    Exactly-once counts every order once; at-least-once counts again only what was past the
+    commit position at the stall."""
+    produce_orders(topics, 400)
+    settings = tmp_path / "client.properties"
+    settings.write_text("session.timeout.ms=6000\nmax.poll.interval.ms=6000\n")
+    flags = ["--failure-rate", "0", "--idle-timeout", "3", "--quiet", "--config", str(settings)]
+    flags += ["--exactly-once"] if exactly_once else []
+    args = consumer.parse_args([*consumer_args(topics, *flags), "--bootstrap-servers", bootstrap_servers])
+    callbacks: list[str] = []
+    at_stall: list[tuple[int, int]] = []  # (orders counted, committed offset) when it stalled
+
+    def note_callbacks(processor: OrderProcessor) -> None:
+        on_revoke, on_lost = processor.on_revoke, processor.on_lost
+
+        def revoked(kafka_consumer: Consumer, partitions: list) -> None:
+            callbacks.append("revoke")
+            on_revoke(kafka_consumer, partitions)
+
+        def lost(kafka_consumer: Consumer, partitions: list) -> None:
+            callbacks.append("lost")
+            on_lost(kafka_consumer, partitions)
+
+        processor.on_revoke = revoked  # type: ignore[method-assign]
+        processor.on_lost = lost  # type: ignore[method-assign]
+
+    def stall_once_after_100_orders(processor: OrderProcessor) -> None:
+        if not at_stall and processor.running_average().count >= 100:
+            at_stall.append(
+                (
+                    processor.running_average().count,
+                    max(0, committed_offset(bootstrap_servers, topics.group, topics.orders)),
+                )
+            )
+            time.sleep(9)  # past max.poll.interval.ms: the consumer leaves the group
+
+    processor = consume_in_process(args, note_callbacks, stall_once_after_100_orders)
+
+    assert at_stall, "the consumer never counted 100 orders"
+    assert callbacks[0] == "lost", callbacks  # the loss first; then revokes of rejoins and the close
+    assert callbacks.count("lost") == 1, callbacks
+    assert committed_offset(bootstrap_servers, topics.group, topics.orders) == 400
+    prices = [OrderCodec().decode(m.value()).price for m in records(bootstrap_servers, topics.orders)]
+    assert processor.dead_lettered == 0
+    if exactly_once:  # restored from the last committed snapshot: every order once
+        (committed,) = kafka_offsets(bootstrap_servers, topics)
+        assert aggregate_from_metadata(committed.metadata) == RunningAverage(400, sum(prices))
+    else:  # what was counted but not committed at the stall is counted again, nothing else
+        counted, committed_then = at_stall[0]
+        assert 400 <= processor.running_average().count <= 400 + counted - committed_then
