@@ -177,6 +177,8 @@ def active_controller_killed(broker: FaultBroker, mode: str, orders: int, workdi
     since, since_wall = time.monotonic(), time.time()
     broker.kill(broker.node_of(controller))
     while (new := active_controller(broker.bootstrap_without(controller))) == controller:
+        if time.monotonic() - since > 60:  # KRaft elects in seconds; this bounds only a failure
+            raise TimeoutError(f"no controller but the killed {controller} 60 s after the kill")
         time.sleep(0.2)
     run.figures.append(
         f"controller {controller} killed; node {new} active {time.monotonic() - since:.1f} s later"

@@ -24,14 +24,15 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 
 from kafka_project.cluster import partitions_with_open_transactions, read_topic
 from kafka_project.consumer.state import combined, read_consumer_states, read_states
-from kafka_project.dlq.headers import DLQ_TOPIC_CONFIG
-from kafka_project.order_codec import Order, OrderCodec, OrderDecodeError
+from kafka_project.order_codec import OrderCodec, OrderDecodeError
 
 from ..environment import clean_env
+from ..poison import POISON
+from ..topics import create_order_topics
 from ..workers import cluster_ports, worker_number
 
 REPO = Path(__file__).resolve().parents[2]
@@ -209,14 +210,8 @@ class Run:
         self.figures: list[str] = []  # measurements worth reporting, not verdicts
         # Replication: the cluster's default (one broker: 1; three: 3, acks=all needing 2).
         admin = AdminClient({"bootstrap.servers": self.bootstrap})
-        topics = [
-            NewTopic(self.orders, partitions, config=orders_config or {}),
-            NewTopic(self.dlq, 1, config=DLQ_TOPIC_CONFIG),
-            NewTopic(self.stats, 1, config={"cleanup.policy": "compact"}),
-        ]
-        for future in admin.create_topics(topics).values():
-            future.result(30)
-        self.wait_until_every_broker_knows([t.topic for t in topics])
+        create_order_topics(admin, self.orders, self.dlq, self.stats, partitions, orders_config)
+        self.wait_until_every_broker_knows([self.orders, self.dlq, self.stats])
 
     def wait_until_every_broker_knows(self, topics: list[str], timeout_s: float = 60) -> None:
         """A new topic reaches each broker's metadata a moment after it is created: a consumer found
@@ -427,17 +422,7 @@ def all_in_dlq(run: Run) -> Row:
 
 def poison_values() -> list[bytes | None]:
     """Eight kinds of record that are not valid orders."""
-    valid = codec.encode(Order("ORD-P-1", "Tablet", Decimal("10.00")))
-    return [
-        b"\x8f" * 40,  # random-looking bytes
-        b"",  # empty value
-        None,  # null value (tombstone)
-        valid[:-3],  # truncated record
-        b"\xc3\x01" + b"\x11" * 8 + valid[10:],  # another schema's fingerprint
-        codec.encode(Order("ORD-P-NEG", "Tablet", Decimal("-1.00"))),  # negative price
-        codec.encode(Order("ORD-P-BIG", "Tablet", Decimal("9999999.00"))),  # absurd price
-        valid.replace(b"Tablet", b"Tab\xfe\xfft"),  # not UTF-8
-    ]
+    return [value for value, _ in POISON.values()]
 
 
 def produce_with_poison(run: Run, orders: int) -> int:

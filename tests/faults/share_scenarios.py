@@ -90,8 +90,9 @@ def wait_for_match(log: Path, pattern: re.Pattern, timeout_s: float) -> None:
         time.sleep(0.01)
 
 
-def check_combined_figure(run: Run, row: Row, at_least_once: bool) -> None:
-    """stats.py's figure (the consumers' snapshots added up) against the orders that were counted."""
+def check_combined_figure(run: Run, row: Row, may_repeat: int = 0) -> None:
+    """stats.py's figure (the consumers' snapshots added up) against the orders that were counted:
+    exact, or over by at most `may_repeat` orders (and then the total is not checked)."""
     states = read_consumer_states(run.bootstrap, run.stats, run.group)
     total = combined([state.aggregate() for state in states])
     row.figures.append(f"combined figure: {total.count} orders over {len(states)} consumers")
@@ -100,11 +101,12 @@ def check_combined_figure(run: Run, row: Row, at_least_once: bool) -> None:
         codec.decode(m.value()) for m in read_topic(run.bootstrap, run.orders) if m.offset() not in dead
     ]
     expected = sum((order.price for order in counted), Decimal("0.00"))
-    if total.count < len(counted) or (
-        not at_least_once and (total.count, total.total_price) != (len(counted), expected)
+    if not len(counted) <= total.count <= len(counted) + may_repeat or (
+        not may_repeat and total.total_price != expected
     ):
         row.notes.append(
             f"combined {total.count} orders, {total.total_price}; expected {len(counted)}, {expected}"
+            + (f" (at most {may_repeat} more)" if may_repeat else "")
         )
         row.exact = False
 
@@ -126,8 +128,15 @@ def share_three_consumers(broker: FaultBroker, mode: str, orders: int, workdir: 
     check_dead_lettered_exactly_the_failing(run, row)
     row.exact = row.exact and not row.notes and row.counted_twice == 0
     check_dlq_copies(run, row, orders_attempts=b"3")
-    check_combined_figure(run, row, at_least_once=False)
+    check_combined_figure(run, row)
     return row
+
+
+def counted_by_the_victim_and_the_others(run: Run) -> int:
+    """Orders the killed consumer (consumer-0) and another one both counted: all that the combined
+    figure may count twice, as only a counted order can be in a snapshot."""
+    victim = set(successful_order_ids(run.consumer_logs[0].read_text()))
+    return len(victim & set(successful_order_ids(run.read("consumer-[12].log"))))
 
 
 def share_consumer_killed(broker: FaultBroker, mode: str, orders: int, workdir: Path) -> Row:
@@ -158,7 +167,7 @@ def share_consumer_killed(broker: FaultBroker, mode: str, orders: int, workdir: 
     if not taken_over:
         row.notes.append("none of the killed consumer's records was done by the others")
         row.exact = False
-    check_combined_figure(run, row, at_least_once=True)
+    check_combined_figure(run, row, may_repeat=counted_by_the_victim_and_the_others(run))
     return row
 
 
@@ -189,7 +198,7 @@ def share_consumer_killed_at_its_last_try(broker: FaultBroker, mode: str, orders
         row.notes.append(f"{used_up} records dead-lettered as TriesUsedUp after one death")
     check_dead_lettered_exactly_the_failing(run, row)
     row.exact = row.exact and not row.notes
-    check_combined_figure(run, row, at_least_once=True)
+    check_combined_figure(run, row, may_repeat=counted_by_the_victim_and_the_others(run))
     return row
 
 
@@ -231,7 +240,7 @@ def share_consumers_interrupted(broker: FaultBroker, mode: str, orders: int, wor
     if used_up:
         row.notes.append(f"{used_up} records dead-lettered as TriesUsedUp after a clean stop")
     row.exact = row.exact and not row.notes and row.counted_twice == 0
-    check_combined_figure(run, row, at_least_once=False)
+    check_combined_figure(run, row)
     return row
 
 

@@ -15,20 +15,22 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 
 from kafka_project.cluster import read_topic
 from kafka_project.consumer import consumer
+from kafka_project.consumer.aggregate import RunningAverage
 from kafka_project.consumer.processor import OrderProcessor
-from kafka_project.dlq.headers import DLQ_TOPIC_CONFIG
-from kafka_project.order_codec import OrderCodec
+from kafka_project.order_codec import Order, OrderCodec
 
 from ..environment import clean_env
+from ..topics import create_order_topics
 from ..workers import registry_port, worker_number
 
 REPO = Path(__file__).resolve().parents[2]
@@ -86,13 +88,7 @@ def topics(bootstrap_servers: str, request: pytest.FixtureRequest) -> Iterator[T
     suffix = f"{request.node.name[:40]}-{uuid.uuid4().hex[:8]}".replace("[", "-").replace("]", "")
     names = Topics(f"orders-{suffix}", f"orders-dlq-{suffix}", f"group-{suffix}", f"orders-stats-{suffix}")
     admin = AdminClient({"bootstrap.servers": bootstrap_servers})
-    new_topics = [
-        NewTopic(names.orders, 1),
-        NewTopic(names.dlq, 1, config=DLQ_TOPIC_CONFIG),
-        NewTopic(names.stats, 1, config={"cleanup.policy": "compact"}),
-    ]
-    for future in admin.create_topics(new_topics).values():
-        future.result(30)
+    create_order_topics(admin, names.orders, names.dlq, names.stats)
     yield names
     for future in admin.delete_topics([names.orders, names.dlq, names.stats]).values():
         future.result(30)
@@ -136,6 +132,43 @@ def summary(result: subprocess.CompletedProcess | str) -> dict[str, str]:
     return dict(field.split("=", 1) for field in last[-1].removeprefix("Summary: ").split())
 
 
+def produce_orders(topic: str, count: int, *extra: str, interval: float = 0) -> None:
+    """`count` orders on `topic` through the producer script, every one acknowledged: the one way
+    a test fills a topic with orders (extra: --seed, --customers, --schema-registry, ...)."""
+    args = ("--topic", topic, "--count", str(count), "--interval", str(interval), "--quiet", *extra)
+    result = run_script("producer", *args)
+    assert result.returncode == 0, result.stderr
+    assert summary(result) == {"sent": str(count), "delivered": str(count), "failed": "0"}, result.stderr
+
+
+def run_ok(name: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """run_script for a run that must succeed: a failure names its stderr where it happened."""
+    result = run_script(name, *args, timeout=timeout)
+    assert result.returncode == 0, f"{name} exited {result.returncode}: {result.stderr}"
+    return result
+
+
+def orders_to_count(
+    bootstrap_servers: str,
+    topics: Topics,
+    codec: OrderCodec | None = None,
+    dlq_copies_may_repeat: bool = False,
+) -> list[Order]:
+    """The orders a consumer must count: every one of the source topic that is not in the DLQ.
+    The DLQ holds each original once, unless at-least-once copies may repeat (a kill after a DLQ
+    write and before its commit). `codec` reads Schema Registry records too when it has one."""
+    dead = [int(headers_of(msg)["dlq.original.offset"]) for msg in records(bootstrap_servers, topics.dlq)]
+    if not dlq_copies_may_repeat:
+        assert len(set(dead)) == len(dead), "a DLQ copy repeats"
+    decoder, dead_offsets = codec or OrderCodec(), set(dead)
+    originals = records(bootstrap_servers, topics.orders)
+    return [decoder.decode(msg.value()) for msg in originals if msg.offset() not in dead_offsets]
+
+
+def expected_aggregate(orders: Sequence[Order]) -> RunningAverage:
+    return RunningAverage(len(orders), sum((order.price for order in orders), Decimal("0.00")))
+
+
 def records(bootstrap_servers: str, topic: str) -> list[Message]:
     return list(read_topic(bootstrap_servers, topic))
 
@@ -144,23 +177,31 @@ def headers_of(msg: Message) -> dict[str, str]:
     return {name: value.decode() for name, value in msg.headers() or []}
 
 
-def committed_offset(bootstrap_servers: str, group: str, topic: str, partition: int = 0) -> int:
+@contextmanager
+def committed_reader(bootstrap_servers: str, group: str) -> Iterator[Callable[..., TopicPartition]]:
+    """committed(topic, partition=0): the group's committed offset, with its metadata, read again
+    on every call through one Consumer that is kept open (it never joins the group)."""
     consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": group})
+
+    def committed(topic: str, partition: int = 0) -> TopicPartition:
+        return consumer.committed([TopicPartition(topic, partition)], timeout=10)[0]
+
     try:
-        return consumer.committed([TopicPartition(topic, partition)], timeout=10)[0].offset
+        yield committed
     finally:
         consumer.close()
 
 
 @contextmanager
 def committed_offset_reader(bootstrap_servers: str, group: str) -> Iterator[Callable[[str], int]]:
-    """committed(topic): the group's committed offset of partition 0, read again on every call
-    through one Consumer that is kept open (it never joins the group)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": group})
-    try:
-        yield lambda topic: consumer.committed([TopicPartition(topic, 0)], timeout=10)[0].offset
-    finally:
-        consumer.close()
+    """committed(topic): as committed_reader, the offset alone."""
+    with committed_reader(bootstrap_servers, group) as committed:
+        yield lambda topic: committed(topic).offset
+
+
+def committed_offset(bootstrap_servers: str, group: str, topic: str, partition: int = 0) -> int:
+    with committed_reader(bootstrap_servers, group) as committed:
+        return committed(topic, partition).offset
 
 
 T = TypeVar("T")
@@ -215,8 +256,5 @@ def consume_in_process(
 
 def kafka_offsets(bootstrap_servers: str, topics: Topics) -> list[TopicPartition]:
     """The group's committed offsets, with the aggregate in their metadata."""
-    reader = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": topics.group})
-    try:
-        return reader.committed([TopicPartition(topics.orders, 0)], timeout=10)
-    finally:
-        reader.close()
+    with committed_reader(bootstrap_servers, topics.group) as committed:
+        return [committed(topics.orders)]

@@ -9,7 +9,16 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
-from .conftest import Topics, committed_offset, consumer_args, headers_of, records, run_script, summary
+from .conftest import (
+    Topics,
+    committed_offset,
+    consumer_args,
+    headers_of,
+    produce_orders,
+    records,
+    run_script,
+    summary,
+)
 
 MODES = pytest.mark.parametrize("flags", [[], ["--exactly-once"]], ids=["at-least-once", "exactly-once"])
 
@@ -18,8 +27,7 @@ def produce_around(bootstrap_servers: str, topics: Topics, value: bytes) -> None
     """Two orders, the given record at offset 2, then two more orders."""
     for count, seed in ((2, 1), (0, 0), (2, 2)):
         if count:
-            args = ("--topic", topics.orders, "--count", str(count), "--interval", "0", "--seed", str(seed))
-            assert run_script("producer", *args, "--quiet").returncode == 0
+            produce_orders(topics.orders, count, "--seed", str(seed))
         else:
             producer = Producer({"bootstrap.servers": bootstrap_servers})
             producer.produce(topics.orders, key=b"big", value=value)

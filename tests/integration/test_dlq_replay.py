@@ -7,7 +7,17 @@ from confluent_kafka import Producer
 
 from kafka_project.order_codec import OrderCodec
 
-from .conftest import consumer_args, headers_of, records, run_script, start_script, summary, wait_until
+from .conftest import (
+    consumer_args,
+    headers_of,
+    produce_orders,
+    records,
+    run_ok,
+    run_script,
+    start_script,
+    summary,
+    wait_until,
+)
 
 
 def replay(topics, *extra: str):
@@ -30,9 +40,7 @@ def fail_everything(topics, *extra: str):
 
 
 def test_replay_sends_each_record_back_once_and_refuses_loops(bootstrap_servers, topics):
-    run_script(
-        "producer", "--topic", topics.orders, "--count", "5", "--interval", "0", "--seed", "8", "--quiet"
-    )
+    produce_orders(topics.orders, 5, "--seed", "8")
     fail_everything(topics)
     originals = records(bootstrap_servers, topics.orders)
     assert len(records(bootstrap_servers, topics.dlq)) == 5
@@ -60,9 +68,7 @@ def test_replay_sends_each_record_back_once_and_refuses_loops(bootstrap_servers,
 
 
 def test_filters_pass_over_other_records(bootstrap_servers, topics):
-    run_script(
-        "producer", "--topic", topics.orders, "--count", "3", "--interval", "0", "--seed", "9", "--quiet"
-    )
+    produce_orders(topics.orders, 3, "--seed", "9")
     fail_everything(topics)
     first_id = records(bootstrap_servers, topics.dlq)[0].key().decode()
     by_type = replay(topics, "--error-type", "UnknownSchemaError", "--dry-run")
@@ -120,9 +126,7 @@ def origins(dlq_records) -> list[tuple[str, str, str]]:
 def test_after_a_crash_replay_brings_each_original_back_once(bootstrap_servers, topics, tmp_path):
     """An at-least-once consumer killed after the DLQ acknowledged copies but before their offsets
     were committed writes them again on restart. Replay sent every copy: every order counted twice."""
-    run_script(
-        "producer", "--topic", topics.orders, "--count", "200", "--interval", "0", "--seed", "5", "--quiet"
-    )
+    produce_orders(topics.orders, 200, "--seed", "5")
     originals = records(bootstrap_servers, topics.orders)
     args = consumer_args(topics, "--failure-rate", "1", "--max-attempts", "1", "--retry-backoff", "0")
     log = tmp_path / "killed.log"
@@ -140,7 +144,7 @@ def test_after_a_crash_replay_brings_each_original_back_once(bootstrap_servers, 
     copies = len(dead) - 200
     assert copies >= 1 and len(set(origins(dead))) == 200
 
-    listing = run_script("dlq", "list", "--topic", topics.dlq)
+    listing = run_ok("dlq", "list", "--topic", topics.dlq)
     assert listing.stdout.count("duplicate: second copy of") == copies
     assert listing.stdout.rstrip().endswith(
         f"{len(dead)} record(s) in {topics.dlq}, {copies} of them second copies of an original"
@@ -169,9 +173,7 @@ def test_after_a_crash_replay_brings_each_original_back_once(bootstrap_servers, 
 
 def test_a_second_replay_of_the_same_group_is_refused_while_one_runs(bootstrap_servers, topics, tmp_path):
     """Two at once each replayed the copies in their own DLQ partition: every original twice."""
-    run_script(
-        "producer", "--topic", topics.orders, "--count", "5", "--interval", "0", "--seed", "2", "--quiet"
-    )
+    produce_orders(topics.orders, 5, "--seed", "2")
     fail_everything(topics)
     log = tmp_path / "first.log"
     group = ("--topic", topics.dlq, "--group-id", f"{topics.group}-replay")
@@ -206,9 +208,7 @@ def dead_before(dead, replayed: int) -> int:
 
 
 def test_in_exactly_once_mode_no_dlq_copy_repeats_after_a_crash(bootstrap_servers, topics, tmp_path):
-    run_script(
-        "producer", "--topic", topics.orders, "--count", "200", "--interval", "0", "--seed", "6", "--quiet"
-    )
+    produce_orders(topics.orders, 200, "--seed", "6")
     args = consumer_args(
         topics, "--failure-rate", "1", "--max-attempts", "1", "--retry-backoff", "0", "--exactly-once"
     )

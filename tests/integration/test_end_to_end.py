@@ -1,14 +1,26 @@
 """The whole system through its scripts, as a user runs them, on a real broker."""
 
 from collections import Counter
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 
 import pytest
 
+from kafka_project.consumer.aggregate import RunningAverage
 from kafka_project.order_codec import OrderCodec
 from kafka_project.registry import SchemaRegistry
 
-from .conftest import committed_offset, consumer_args, headers_of, records, run_script, summary
+from .conftest import (
+    committed_offset,
+    consumer_args,
+    expected_aggregate,
+    headers_of,
+    orders_to_count,
+    produce_orders,
+    records,
+    run_ok,
+    run_script,
+    summary,
+)
 
 codec = OrderCodec()
 ORDERS = 1000
@@ -19,21 +31,7 @@ def test_thousand_orders_are_each_counted_or_dead_lettered(bootstrap_servers, to
     url = request.getfixturevalue("schema_registry") if wire_format == "schema-registry" else None
     registry_args = ["--schema-registry", url] if url else []
     codec = OrderCodec(schema_registry=SchemaRegistry(url, {}) if url else None)
-    produced = run_script(
-        "producer",
-        "--topic",
-        topics.orders,
-        "--count",
-        str(ORDERS),
-        "--interval",
-        "0",
-        "--seed",
-        "42",
-        "--quiet",
-        *registry_args,
-    )
-    assert produced.returncode == 0, produced.stderr
-    assert summary(produced) == {"sent": "1000", "delivered": "1000", "failed": "0"}
+    produce_orders(topics.orders, ORDERS, "--seed", "42", *registry_args)
 
     consumed = run_script(
         "consumer",
@@ -77,19 +75,16 @@ def test_thousand_orders_are_each_counted_or_dead_lettered(bootstrap_servers, to
         assert headers["dlq.attempts"] == "3"
         assert headers["dlq.consumer.group"] == topics.group
 
-    processed_prices = [
-        codec.decode(msg.value()).price for offset, msg in originals.items() if offset not in dead_offsets
-    ]
-    total = sum(processed_prices, Decimal("0.00"))
-    assert int(result["processed"]) == len(processed_prices)
-    assert Decimal(result["total"]) == total
-    assert Decimal(result["avg"]) == (total / len(processed_prices)).quantize(Decimal("0.01"), ROUND_HALF_UP)
+    expected = expected_aggregate(orders_to_count(bootstrap_servers, topics, codec))
+    assert int(result["processed"]) == expected.count
+    assert Decimal(result["total"]) == expected.total_price
+    assert Decimal(result["avg"]) == expected.avg
     assert int(result["retries"]) > 0
     assert committed_offset(bootstrap_servers, topics.group, topics.orders) == ORDERS
 
 
 def test_demo_output_matches_the_seed(bootstrap_servers, topics):
-    produced = run_script(
+    produced = run_ok(
         "producer", "--topic", topics.orders, "--count", "3", "--interval", "0.2", "--seed", "5"
     )
     lines = produced.stdout.splitlines()
@@ -132,11 +127,11 @@ def test_demo_output_matches_the_seed(bootstrap_servers, topics):
 
 
 def test_successful_processing_prints_the_running_average(bootstrap_servers, topics):
-    run_script("producer", "--topic", topics.orders, "--count", "2", "--interval", "0", "--seed", "11")
+    produce_orders(topics.orders, 2, "--seed", "11")
     prices = [codec.decode(msg.value()).price for msg in records(bootstrap_servers, topics.orders)]
     consumed = run_script("consumer", *consumer_args(topics, "--failure-rate", "0", "--idle-timeout", "3"))
     total = sum(prices)
-    average = (total / 2).quantize(Decimal("0.01"), ROUND_HALF_UP)
+    average = RunningAverage(2, total).avg
     assert f"✓ Processing successful\nRunning Average: ${prices[0]} (Total: ${prices[0]}, Count: 1)\n" in (
         consumed.stdout
     )

@@ -10,7 +10,6 @@ from typing import ClassVar
 from confluent_kafka import Producer
 
 from kafka_project.consumer import consumer
-from kafka_project.consumer.aggregate import RunningAverage
 from kafka_project.consumer.processor import OrderProcessor
 from kafka_project.consumer.state import aggregate_from_metadata, read_states
 from kafka_project.order_codec import OrderCodec
@@ -20,9 +19,12 @@ from .conftest import (
     Topics,
     consume_in_process,
     consumer_args,
-    headers_of,
+    expected_aggregate,
     kafka_offsets,
+    orders_to_count,
+    produce_orders,
     records,
+    run_ok,
     run_script,
     summary,
 )
@@ -30,28 +32,14 @@ from .conftest import (
 codec = OrderCodec()
 
 
-def prices_not_dead_lettered(bootstrap_servers: str, topics: Topics) -> list[Decimal]:
-    """The prices of the orders that must be counted: every one not in the DLQ (which holds each
-    failed order once)."""
-    dead = records(bootstrap_servers, topics.dlq)
-    dead_offsets = {int(headers_of(msg)["dlq.original.offset"]) for msg in dead}
-    assert len(dead_offsets) == len(dead) > 0
-    prices = [codec.decode(m.value()).price for m in records(bootstrap_servers, topics.orders)]
-    return [price for offset, price in enumerate(prices) if offset not in dead_offsets]
-
-
 def test_aggregate_is_restored_after_a_restart_and_matches_the_orders(bootstrap_servers, topics):
     args = consumer_args(
         topics, "--exactly-once", "--failure-rate", "0.3", "--retry-backoff", "0", "--idle-timeout", "4"
     )
-    run_script(
-        "producer", "--topic", topics.orders, "--count", "400", "--interval", "0", "--seed", "1", "--quiet"
-    )
+    produce_orders(topics.orders, 400, "--seed", "1")
     first = run_script("consumer", *args, "--quiet", "--seed", "1")
     assert first.returncode == 0, first.stderr
-    run_script(
-        "producer", "--topic", topics.orders, "--count", "100", "--interval", "0", "--seed", "2", "--quiet"
-    )
+    produce_orders(topics.orders, 100, "--seed", "2")
     second = run_script("consumer", *args, "--seed", "2")
     assert second.returncode == 0, second.stderr
 
@@ -59,22 +47,14 @@ def test_aggregate_is_restored_after_a_restart_and_matches_the_orders(bootstrap_
     assert f"Restored {topics.orders} [0]: Running Average: " in second.stdout
     assert f"Count: {first_count}) at offset " in second.stdout
 
-    dead_offsets = {
-        int(headers_of(msg)["dlq.original.offset"]) for msg in records(bootstrap_servers, topics.dlq)
-    }
-    assert len(dead_offsets) == len(records(bootstrap_servers, topics.dlq))  # each failed order once
-    prices = [
-        codec.decode(m.value()).price
-        for m in records(bootstrap_servers, topics.orders)
-        if m.offset() not in dead_offsets
-    ]
+    prices = [order.price for order in orders_to_count(bootstrap_servers, topics)]
     expected_total = sum(prices, Decimal("0.00"))
 
     final = summary(second)
     assert int(final["processed"]) == len(prices)  # cumulative over both runs
     assert Decimal(final["total"]) == expected_total
 
-    view = run_script("consumer_stats", "--stats-topic", topics.stats, "--group-id", topics.group, "--json")
+    view = run_ok("consumer_stats", "--stats-topic", topics.stats, "--group-id", topics.group, "--json")
     stats = json.loads(view.stdout)
     assert stats["count"] == len(prices)
     assert Decimal(stats["total"]) == expected_total
@@ -94,9 +74,7 @@ class NamedProducer(Producer):
 def test_a_fenced_producer_is_replaced_and_nothing_is_counted_twice(bootstrap_servers, topics, capsys):
     """Another producer taking over the consumer's transactional.id fences it (as the broker does when
     it aborts a transaction that outlived transaction.timeout.ms); the consumer must carry on."""
-    run_script(
-        "producer", "--topic", topics.orders, "--count", "300", "--interval", "0", "--seed", "5", "--quiet"
-    )
+    produce_orders(topics.orders, 300, "--seed", "5")
     flags = ["--exactly-once", "--seed", "3", "--retry-backoff", "0", "--idle-timeout", "3", "--quiet"]
     args = consumer.parse_args([*consumer_args(topics, *flags), "--bootstrap-servers", bootstrap_servers])
     NamedProducer.ids.clear()
@@ -113,18 +91,16 @@ def test_a_fenced_producer_is_replaced_and_nothing_is_counted_twice(bootstrap_se
 
     assert usurpers, "the consumer never got to 100 orders"
     assert "transaction lost (" in capsys.readouterr().err
-    expected = prices_not_dead_lettered(bootstrap_servers, topics)
+    expected = expected_aggregate(orders_to_count(bootstrap_servers, topics))
+    assert expected.count < 300, "with the default failure rate some orders reach the DLQ"
     state = read_states(bootstrap_servers, topics.stats, topics.group)[(topics.orders, 0)]
-    assert (state.count, state.total, state.next_offset) == (len(expected), sum(expected), 300)
+    assert (state.aggregate(), state.next_offset) == (expected, 300)
 
 
 def produce(bootstrap_servers: str, topics: Topics, count: int, seed: int) -> list[Decimal]:
     """`count` more orders; returns their prices."""
     before = len(records(bootstrap_servers, topics.orders))
-    result = run_script(
-        "producer", "--topic", topics.orders, "--count", str(count), "--interval", "0", "--seed", str(seed)
-    )
-    assert result.returncode == 0, result.stderr
+    produce_orders(topics.orders, count, "--seed", str(seed))
     return [codec.decode(m.value()).price for m in records(bootstrap_servers, topics.orders)[before:]]
 
 
@@ -212,8 +188,8 @@ def test_no_transaction_outlives_its_timeout_while_an_order_is_retried(bootstrap
     committed before that order starts, not kept open across its retries."""
     producer = Producer({"bootstrap.servers": bootstrap_servers})
     producer.produce(topics.orders, value=b"not an order")
-    producer.flush(30)
-    run_script("producer", "--topic", topics.orders, "--count", "1", "--interval", "0", "--quiet")
+    assert producer.flush(30) == 0
+    produce_orders(topics.orders, 1)
     flags = ["--exactly-once", "--failure-rate", "1", "--max-attempts", "5", "--retry-backoff", "1"]
     args = consumer.parse_args(
         [
@@ -226,7 +202,8 @@ def test_no_transaction_outlives_its_timeout_while_an_order_is_retried(bootstrap
     consume_in_process(args, producer_class=TimedProducer)
     assert len(records(bootstrap_servers, topics.dlq)) == 2
     lifetimes = TimedProducer.lifetimes
-    assert lifetimes and max(lifetimes) < 2.0, lifetimes  # transactions hold no retries
+    # One held across the retries would live 10 s: half of that holds on a loaded machine too.
+    assert lifetimes and max(lifetimes) < 5.0, lifetimes
 
 
 class StallingProducer(Producer):
@@ -247,18 +224,7 @@ def test_a_stall_longer_than_the_transaction_timeout_counts_nothing_twice(bootst
     """The consumer stalls for 13 s in the middle of a transaction (a paused terminal, a slow
     broker): the broker aborts it and fences the producer. The consumer starts again from the last
     commit with a new producer, and every order is counted exactly once."""
-    run_script(
-        "producer",
-        "--topic",
-        topics.orders,
-        "--count",
-        "2000",
-        "--interval",
-        "0.002",
-        "--seed",
-        "6",
-        "--quiet",
-    )
+    produce_orders(topics.orders, 2000, "--seed", "6", interval=0.002)
     flags = ["--exactly-once", "--seed", "4", "--retry-backoff", "0", "--idle-timeout", "3", "--quiet"]
     args = consumer.parse_args([*consumer_args(topics, *flags), "--bootstrap-servers", bootstrap_servers])
     StallingProducer.stalled.clear()
@@ -272,9 +238,7 @@ def test_a_stall_longer_than_the_transaction_timeout_counts_nothing_twice(bootst
 
     assert StallingProducer.stalled, "the consumer never committed after 50 orders"
     assert "transaction lost (" in capsys.readouterr().err
-    expected = prices_not_dead_lettered(bootstrap_servers, topics)
+    expected = expected_aggregate(orders_to_count(bootstrap_servers, topics))
+    assert expected.count < 2000, "with the default failure rate some orders reach the DLQ"
     (committed,) = kafka_offsets(bootstrap_servers, topics)
-    assert (committed.offset, aggregate_from_metadata(committed.metadata)) == (
-        2000,
-        RunningAverage(len(expected), sum(expected, Decimal("0.00"))),
-    )
+    assert (committed.offset, aggregate_from_metadata(committed.metadata)) == (2000, expected)

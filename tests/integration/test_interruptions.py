@@ -30,18 +30,12 @@ from .conftest import (
     consumer_args,
     headers_of,
     kafka_offsets,
+    produce_orders,
     records,
     run_script,
     start_script,
     summary,
 )
-
-
-def produce_orders(topics: Topics, count: int) -> None:
-    result = run_script(
-        "producer", "--topic", topics.orders, "--count", str(count), "--interval", "0", "--quiet"
-    )
-    assert result.returncode == 0, result.stderr
 
 
 def dead_lettered_offsets(bootstrap_servers: str, topics: Topics) -> list[int]:
@@ -65,7 +59,7 @@ def test_a_second_ctrl_c_during_a_retry_wait_commits_only_what_is_done(bootstrap
     """The review's reproduction: order 0 goes to the DLQ, order 1 is in its first retry wait when
     Ctrl-C is pressed twice. Order 1 is neither counted nor dead-lettered, so the committed offset
     must stay at 1, and a restart dead-letters orders 1 to 4."""
-    produce_orders(topics, 5)
+    produce_orders(topics.orders, 5)
     log = tmp_path / "consumer.log"
     # One order at a time, as in the review: order 1 waits while nothing else is in progress.
     args = consumer_args(topics, "--failure-rate", "1", "--retry-backoff", "1", "--max-in-flight", "1")
@@ -89,7 +83,7 @@ def test_a_second_ctrl_c_during_a_retry_wait_commits_only_what_is_done(bootstrap
 def test_a_closed_stdout_stops_the_consumer_without_skipping_a_record(bootstrap_servers, topics):
     """`consumer.py | head`: print fails in the middle of a record while DLQ copies of earlier
     records are still unacknowledged; their acknowledgements must not commit past it."""
-    produce_orders(topics, 3000)  # far more output than a pipe buffers
+    produce_orders(topics.orders, 3000)  # far more output than a pipe buffers
     args = consumer_args(topics, "--failure-rate", "1", "--retry-backoff", "0")
     process = start_script("consumer", *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert process.stdout is not None and process.stderr is not None
@@ -118,7 +112,7 @@ def test_a_record_polled_before_its_partition_was_revoked_is_dropped(bootstrap_s
     still in the group (a second consumer joined and took one of the two partitions)."""
     admin = AdminClient({"bootstrap.servers": bootstrap_servers})
     admin.create_partitions([NewPartitions(topics.orders, 2)])[topics.orders].result(30)
-    produce_orders(topics, 40)  # keyed by orderId: both partitions get orders
+    produce_orders(topics.orders, 40)  # keyed by orderId: both partitions get orders
     flags = ["--failure-rate", "0", "--quiet"] + (["--exactly-once"] if exactly_once else [])
     args = consumer.parse_args([*consumer_args(topics, *flags), "--bootstrap-servers", bootstrap_servers])
     first = Consumer(consumer.consumer_config(bootstrap_servers, topics.group, exactly_once))
@@ -179,7 +173,7 @@ def test_a_session_lost_while_stalled_goes_through_on_lost(bootstrap_servers, to
     may be committed for it then; the consumer joins again and goes on from the last commit.
     Exactly-once counts every order once; at-least-once counts again only what was past the
     commit position at the stall."""
-    produce_orders(topics, 400)
+    produce_orders(topics.orders, 400)
     settings = tmp_path / "client.properties"
     settings.write_text("session.timeout.ms=6000\nmax.poll.interval.ms=6000\n")
     flags = ["--failure-rate", "0", "--idle-timeout", "3", "--quiet", "--config", str(settings)]

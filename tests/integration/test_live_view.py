@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from .conftest import consumer_args, run_script, summary
+from .conftest import consumer_args, produce_orders, run_script, summary
 from .terminal import Terminal, run_in_terminal
 
 HIDE_CURSOR = b"\x1b[?25l"  # rich hides the cursor while it redraws a live display
@@ -17,13 +17,6 @@ STATUS_LINE = re.compile(
     r"Status: processed=(?P<processed>\d+) retries=(?P<retries>\d+) dlq=(?P<dlq>\d+) errors=(?P<errors>\d+)"
     r" rate=[\d.]+/s avg=(?P<avg>[\d.]+) lag=(?P<lag>\d+|\?)"
 )
-
-
-def produce(topic: str, count: int, interval: float = 0) -> None:
-    result = run_script(
-        "producer", "--topic", topic, "--count", str(count), "--interval", str(interval), "--seed", "3"
-    )
-    assert result.returncode == 0, result.stderr
 
 
 def plain_status_lines(output: bytes) -> list[str]:
@@ -41,7 +34,7 @@ def status_with_all_done(output: bytes, count: int) -> dict[str, str] | None:
 
 
 def test_consumer_shows_a_live_status_panel_in_a_terminal(bootstrap_servers, topics):
-    produce(topics.orders, 200)
+    produce_orders(topics.orders, 200, "--seed", "3")
     run = run_in_terminal(
         "consumer", *consumer_args(topics, "--idle-timeout", "3", "--seed", "5", "--retry-backoff", "0")
     )
@@ -61,7 +54,7 @@ def test_consumer_shows_a_live_status_panel_in_a_terminal(bootstrap_servers, top
 
 
 def test_ctrl_c_under_the_live_view_is_clean(bootstrap_servers, topics):
-    produce(topics.orders, 50)
+    produce_orders(topics.orders, 50, "--seed", "3")
     with Terminal("consumer", *consumer_args(topics, "--failure-rate", "0")) as terminal:
         terminal.wait_for(lambda output: b"Count: 50)" in output, "the 50th order counted")
         terminal.ctrl_c()
@@ -74,7 +67,7 @@ def test_ctrl_c_under_the_live_view_is_clean(bootstrap_servers, topics):
 
 
 def test_no_color_gives_plain_status_lines(bootstrap_servers, topics):
-    produce(topics.orders, 240)
+    produce_orders(topics.orders, 240, "--seed", "3")
     consumer = consumer_args(topics, "--retry-backoff", "0")
     with Terminal("consumer", *consumer, NO_COLOR="1") as terminal:
         # Plain lines come at most every PLAIN_LINE_EVERY_S (10 s, not settable): at least that long.
@@ -95,7 +88,7 @@ def test_no_color_gives_plain_status_lines(bootstrap_servers, topics):
 
 
 def test_piped_output_has_no_escape_sequences(bootstrap_servers, topics):
-    produce(topics.orders, 20)
+    produce_orders(topics.orders, 20, "--seed", "3")
     result = run_script("consumer", *consumer_args(topics, "--idle-timeout", "3"))
     assert result.returncode == 0, result.stderr
     assert "\x1b" not in result.stdout + result.stderr

@@ -5,13 +5,10 @@ from __future__ import annotations
 import socket
 import time
 import urllib.request
-from decimal import ROUND_HALF_UP, Decimal
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from kafka_project.order_codec import OrderCodec
-
-from .conftest import consumer_args, headers_of, records, run_script, start_script, summary
+from .conftest import consumer_args, expected_aggregate, orders_to_count, run_script, start_script, summary
 
 ORDERS = 300
 
@@ -62,21 +59,13 @@ def test_metrics_match_the_topics(bootstrap_servers, topics, tmp_path):
         consumer.terminate()
         assert consumer.wait(30) == 0
 
-    codec = OrderCodec()
-    dead_offsets = {
-        int(headers_of(msg)["dlq.original.offset"]) for msg in records(bootstrap_servers, topics.dlq)
-    }
-    processed = [
-        codec.decode(msg.value()).price
-        for msg in records(bootstrap_servers, topics.orders)
-        if msg.offset() not in dead_offsets
-    ]
-    average = (sum(processed) / len(processed)).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
-    assert dead_offsets, "with a 30 % failure rate some of 300 orders reach the DLQ"
-    assert metrics["order_consumer_processed_total"] == len(processed)
-    assert metrics["order_consumer_dead_lettered_total"] == len(dead_offsets)
-    assert metrics["order_consumer_running_average_price"] == float(average)
-    assert metrics["order_consumer_total_price"] == float(sum(processed))
+    expected = expected_aggregate(orders_to_count(bootstrap_servers, topics))
+    dead_lettered = ORDERS - expected.count
+    assert dead_lettered, "with a 30 % failure rate some of 300 orders reach the DLQ"
+    assert metrics["order_consumer_processed_total"] == expected.count
+    assert metrics["order_consumer_dead_lettered_total"] == dead_lettered
+    assert metrics["order_consumer_running_average_price"] == float(expected.avg)
+    assert metrics["order_consumer_total_price"] == float(expected.total_price)
     assert metrics["order_consumer_errors_total"] == 0
     final = summary(log.read_text())
     assert metrics["order_consumer_retries_total"] == int(final["retries"]) > 0

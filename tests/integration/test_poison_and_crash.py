@@ -1,15 +1,15 @@
 """Bad input and a killed consumer: nothing is lost, poison is dead-lettered once and never retried."""
 
 import json
-import os
 import signal
 from decimal import Decimal
 
 from confluent_kafka import Producer
 
 from kafka_project.order_codec import Order, OrderCodec
-from tests.avro_bytes import order_body
 from tests.faults.harness import successful_order_ids
+from tests.poison import HOSTILE, VALID
+from tests.poison import POISON as ALL_POISON
 
 from .conftest import (
     committed_offset,
@@ -17,6 +17,7 @@ from .conftest import (
     consumer_args,
     headers_of,
     records,
+    run_ok,
     run_script,
     start_script,
     summary,
@@ -24,23 +25,9 @@ from .conftest import (
 )
 
 codec = OrderCodec()
-VALID = codec.encode(Order("ORD-GOOD-1", "Tablet", Decimal("10.00")))
 POISON = {
-    "random bytes": (os.urandom(40), "UnknownSchemaError"),
-    "empty value": (b"", "InvalidOrderError"),
-    "null value": (None, "InvalidOrderError"),
-    "truncated record": (VALID[:-4], "InvalidOrderError"),
-    "another schema": (b"\xc3\x01" + b"\x11" * 8 + VALID[10:], "UnknownSchemaError"),
-    "negative price": (codec.encode(Order("ORD-NEG", "Tablet", Decimal("-1.00"))), "InvalidOrderError"),
-    "absurd price": (codec.encode(Order("ORD-BIG", "Tablet", Decimal("9999999.00"))), "InvalidOrderError"),
-    "non-UTF-8 text": (VALID.replace(b"Tablet", b"Tab\xfe\xfft"), "InvalidOrderError"),
-    # Hostile records: decoding them was quadratic, or overflowed (a traceback on every restart).
-    "price of 416,000 bytes": (codec.header + order_body(b"\x7f" * 416_000), "InvalidOrderError"),
-    "price of 6 bytes": (codec.header + order_body(b"\x00\x00\x00\x00\x30\x39"), "InvalidOrderError"),
-    "product of 100,000 characters": (
-        codec.encode(Order("ORD-LONG", "x" * 100_000, Decimal("1.00"))),
-        "InvalidOrderError",
-    ),
+    **ALL_POISON,
+    **HOSTILE,
     # A valid order in a record larger than an order's can be: orders waiting for a retry are held
     # in memory, and librdkafka's prefetch limit does not count headers.
     "order with 100 KB of headers": (VALID, "InvalidOrderError"),
@@ -125,13 +112,13 @@ def test_dlq_list_json_has_one_line_per_record_with_reason_and_headers(bootstrap
     producer.produce(topics.orders, key=b"k1", value=b"not avro")
     producer.produce(topics.orders, key=b"ORD-GOOD-1", value=VALID)
     assert producer.flush(30) == 0
-    run_script(
+    run_ok(
         "consumer",
         *consumer_args(
             topics, "--failure-rate", "1", "--max-attempts", "1", "--idle-timeout", "3", "--quiet"
         ),
     )
-    listing = run_script("dlq", "list", "--topic", topics.dlq, "--json")
+    listing = run_ok("dlq", "list", "--topic", topics.dlq, "--json")
     lines = [json.loads(line) for line in listing.stdout.splitlines()]
     assert [line["offset"] for line in lines] == [0, 1]
     poison, order = lines

@@ -34,6 +34,7 @@ def test_producer_and_consumer_through_a_sasl_listener(bootstrap_servers, topics
         "--quiet",
         **env,
     )
+    assert produced.returncode == 0, produced.stderr
     assert summary(produced) == {"sent": "20", "delivered": "20", "failed": "0"}, produced.stderr
     consumed = run_script(
         "consumer",
@@ -42,6 +43,7 @@ def test_producer_and_consumer_through_a_sasl_listener(bootstrap_servers, topics
         *consumer_args(topics, "--failure-rate", "0", "--idle-timeout", "3", "--quiet"),
         **env,
     )
+    assert consumed.returncode == 0, consumed.stderr
     assert summary(consumed)["processed"] == "20", consumed.stderr
     assert len(records(bootstrap_servers, topics.orders)) == 20
     assert "alice-secret" not in produced.stdout + produced.stderr + consumed.stdout + consumed.stderr

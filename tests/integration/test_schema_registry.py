@@ -25,7 +25,9 @@ from .conftest import (
     committed_offset,
     consumer_args,
     headers_of,
+    produce_orders,
     records,
+    run_ok,
     run_script,
     schema_registry_local,
     start_script,
@@ -35,13 +37,6 @@ from .conftest import (
 
 VERSION_1 = str(HISTORY_DIR / "order-v1.avsc")
 VERSION_2 = str(SCHEMA_PATH)  # the current order.avsc: version 1 plus an optional customerId
-
-
-def produce(topics, count: int, *extra: str) -> None:
-    result = run_script(
-        "producer", "--topic", topics.orders, "--count", str(count), "--interval", "0", "--quiet", *extra
-    )
-    assert result.returncode == 0 and summary(result)["delivered"] == str(count), result.stderr
 
 
 def consume(topics, *extra: str) -> dict[str, str]:
@@ -66,7 +61,9 @@ def test_old_and_new_schema_versions_read_each_other(
         if wire_format != "single-object"
         else []
     )
-    produce(topics, 200, "--customers", "3", "--seed", "5", "--schema", producer_schema, *registry)
+    produce_orders(
+        topics.orders, 200, "--customers", "3", "--seed", "5", "--schema", producer_schema, *registry
+    )
     result = consume(topics, "--schema", consumer_schema, *registry)
     assert result["processed"] == "200" and result["dlq"] == "0"
     assert records(bootstrap_servers, topics.dlq) == []
@@ -96,7 +93,7 @@ def test_confluent_serializer_records_are_read_by_our_consumer(bootstrap_servers
 
 
 def test_our_records_are_read_by_confluent_deserializer(bootstrap_servers, topics, schema_registry):
-    produce(topics, 30, "--seed", "9", "--customers", "2", "--schema-registry", schema_registry)
+    produce_orders(topics.orders, 30, "--seed", "9", "--customers", "2", "--schema-registry", schema_registry)
     # The topic's subject, as our producer registers it: the default strategy of confluent-kafka
     # 2.16 first asks the registry for "associations", which Apicurio answers in a way that left
     # the client waiting once (a test run hung here for half an hour).
@@ -121,7 +118,8 @@ def test_our_records_are_read_by_confluent_deserializer(bootstrap_servers, topic
 def test_a_version_the_subject_s_rule_refuses_is_one_line_and_nothing_sent(
     bootstrap_servers, topics, schema_registry, tmp_path
 ):
-    produce(topics, 1, "--schema-registry", schema_registry)  # registers version 2 under the subject
+    # Registers version 2 under the subject.
+    produce_orders(topics.orders, 1, "--schema-registry", schema_registry)
     subject = f"{topics.orders}-value"
     SchemaRegistryClient({"url": schema_registry, "timeout": 10}).set_compatibility(subject, "BACKWARD")
     required_field = json.loads(SCHEMA_PATH.read_text())
@@ -152,8 +150,8 @@ def test_a_topic_carrying_both_formats_is_read_completely_and_listed(
     bootstrap_servers, topics, schema_registry
 ):
     for round_ in range(3):  # single-object, registry, single-object, ... in the same partition
-        produce(topics, 20, "--seed", str(round_))
-        produce(topics, 20, "--seed", str(10 + round_), "--schema-registry", schema_registry)
+        produce_orders(topics.orders, 20, "--seed", str(round_))
+        produce_orders(topics.orders, 20, "--seed", str(10 + round_), "--schema-registry", schema_registry)
     result = consume(
         topics, "--schema-registry", schema_registry, "--failure-rate", "1", "--max-attempts", "1"
     )
@@ -162,7 +160,7 @@ def test_a_topic_carrying_both_formats_is_read_completely_and_listed(
     originals = records(bootstrap_servers, topics.orders)
     assert [msg.value() for msg in dead] == [msg.value() for msg in originals]  # byte for byte
     assert {headers_of(msg)["dlq.error.type"] for msg in dead} == {"TemporaryProcessingError"}
-    listing = run_script("dlq", "list", "--topic", topics.dlq, "--schema-registry", schema_registry)
+    listing = run_ok("dlq", "list", "--topic", topics.dlq, "--schema-registry", schema_registry)
     assert listing.stdout.count("  order: {'orderId': 'ORD-") == 120, listing.stdout
 
 
@@ -170,7 +168,9 @@ def test_a_registry_outage_is_waited_out_not_dead_lettered(
     bootstrap_servers, topics, schema_registry, tmp_path
 ):
     log = tmp_path / "consumer.log"
-    produce(topics, 300, "--seed", "3", "--customers", "4", "--schema-registry", schema_registry)
+    produce_orders(
+        topics.orders, 300, "--seed", "3", "--customers", "4", "--schema-registry", schema_registry
+    )
     schema_registry_local("stop")
     try:
         consumer = start_script(
@@ -245,7 +245,7 @@ def test_an_outage_while_retries_fill_the_consumer_commits_nothing_it_skipped(
 def test_a_url_that_is_not_a_registry_is_one_line_at_start_and_hides_credentials(
     bootstrap_servers, topics, schema_registry
 ):
-    produce(topics, 3, "--schema-registry", schema_registry)
+    produce_orders(topics.orders, 3, "--schema-registry", schema_registry)
     base = schema_registry.removesuffix("/apis/ccompat/v7")  # Apicurio's root: 404 for the API's paths
     with_secret = base.replace("http://", "http://alice:S3cret@")
     for script, args in (
@@ -267,7 +267,7 @@ def test_registry_settings_in_the_config_file_reach_the_registry_client(
         f"schema.registry.url={schema_registry}\nbasic.auth.credentials.source=USER_INFO\n"
         "basic.auth.user.info=alice:S3cret\nschema.registry.timeout=5\n"
     )
-    produce(topics, 10, "--config", str(config))
+    produce_orders(topics.orders, 10, "--config", str(config))
     assert all(msg.value()[:1] == b"\x00" for msg in records(bootstrap_servers, topics.orders))
     assert consume(topics, "--config", str(config))["processed"] == "10"
     config.write_text(f"schema.registry.url={schema_registry}\nbasic.auth.credentials.source=SASL_INHERIT\n")
@@ -327,7 +327,7 @@ def test_a_compatible_writer_claiming_2_to_the_40_items_is_dead_lettered_not_a_h
     producer = Producer({"bootstrap.servers": bootstrap_servers})
     producer.produce(topics.orders, key=b"hostile", value=value)
     assert producer.flush(30) == 0
-    produce(topics, 3, "--seed", "4")
+    produce_orders(topics.orders, 3, "--seed", "4")
     started = time.monotonic()
     figures = consume(topics, "--schema-registry", schema_registry)
     assert time.monotonic() - started < 60
