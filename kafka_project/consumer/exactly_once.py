@@ -51,6 +51,7 @@ from kafka_project.order_codec import OrderCodec
 COMMIT_INTERVAL_S = 1.0  # while records keep coming; a quiet topic commits at once
 API_TIMEOUT_S = 30.0  # for one transactional call, retries included
 RESTORE_TIMEOUT_S = 30.0
+FINAL_COMMIT_TRIES = 3  # at a clean stop; each after the first with a new producer
 PRODUCER_BLOCKED = KafkaError._TIMED_OUT  # raised fatal by call_with_deadline(), never by librdkafka
 
 
@@ -282,8 +283,8 @@ class ExactlyOnceProcessor(OrderProcessor):
             return
         if refusal := self.dlq.take_refusal():
             raise refusal  # the DLQ will never take that record: one clear error, not a loop
-        then = "committing again shortly" if recover else "the next start processes its records"
-        print(f"transaction aborted ({reason.str()}); {then}", file=sys.stderr)
+        then = "; committing again shortly" if recover else ""
+        print(f"transaction aborted ({reason.str()}){then}", file=sys.stderr)
 
     def restart_producer(self, error: KafkaError) -> None:
         """Carry on as a restarted consumer would: a new transactional producer, and every assigned
@@ -293,18 +294,37 @@ class ExactlyOnceProcessor(OrderProcessor):
             f"transaction lost ({error.str()}); starting again from the last commit with a new producer",
             file=sys.stderr,
         )
-        fenced = self.producer
-        if error.code() != PRODUCER_BLOCKED:  # a blocked one is left to its thread: close() would block too
-            fenced.purge()  # its records can never be committed; close() would wait to flush them
-            with suppress(KafkaException):  # close() still frees the client when its abort is refused
-                fenced.close()
-        self.dlq.producer = self.new_producer()
-        init_transactions(self.producer)
+        self.replace_producer(close_old=error.code() != PRODUCER_BLOCKED)
         assignment = self.consumer.assignment()
         self.forget(assignment)
         for tp in self.restore(assignment):
             start = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING  # nothing committed yet
             self.consumer.seek(TopicPartition(tp.topic, tp.partition, start))
+
+    def replace_producer(self, close_old: bool = True) -> None:
+        """A new transactional producer with the same transactional.id: it fences the old one.
+        A blocked one is left to its thread (close_old=False): close() would block too."""
+        fenced = self.producer
+        if close_old:
+            fenced.purge()  # its records can never be committed; close() would wait to flush them
+            with suppress(KafkaException):  # close() still frees the client when its abort is refused
+                fenced.close()
+        self.dlq.producer = self.new_producer()
+        init_transactions(self.producer)
+
+    def commit_before_stopping(self) -> None:
+        """The last commit. One that aborts is tried again with a new producer: after a leader's
+        death librdkafka can fail every later transaction of the old one ("skipped sequence
+        numbers"), and stopping then would leave all since the last commit to the next start. The
+        abort changed nothing in memory, so the same outcomes are written again."""
+        for attempt in range(FINAL_COMMIT_TRIES):
+            if attempt:
+                print("committing again with a new producer", file=sys.stderr)
+                self.replace_producer()
+            self.commit(recover=False)
+            if not self.positions_to_commit():
+                return
+        print("the last commit failed: the next start processes its records", file=sys.stderr)
 
     # -- partitions coming and going ----------------------------------------------------------
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -364,8 +384,9 @@ class ExactlyOnceProcessor(OrderProcessor):
         self.finished = True
         if clean:
             self.drain(self.policy.worst_case_s() + 1.0)
-            self.commit(recover=False)
+            self.commit_before_stopping()
         elif self.txn and not self.txn.committed:  # after an error nothing of it may become visible
             txn, self.txn = self.txn, None
             reason = KafkaError(KafkaError._DESTROY, "consumer stopping mid-transaction")
             self.abort(txn, reason, recover=False)
+            print("the next start processes its records", file=sys.stderr)

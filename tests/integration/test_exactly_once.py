@@ -7,7 +7,7 @@ import time
 from decimal import Decimal
 from typing import ClassVar
 
-from confluent_kafka import Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from kafka_project.consumer import consumer
 from kafka_project.consumer.processor import OrderProcessor
@@ -242,3 +242,50 @@ def test_a_stall_longer_than_the_transaction_timeout_counts_nothing_twice(bootst
     assert expected.count < 2000, "with the default failure rate some orders reach the DLQ"
     (committed,) = kafka_offsets(bootstrap_servers, topics)
     assert (committed.offset, aggregate_from_metadata(committed.metadata)) == (2000, expected)
+
+
+class FailingLastCommitProducer(Producer):
+    """A real transactional producer whose commit fails once, abortably, after `fail_next` is set:
+    as librdkafka's "skipped sequence numbers" after a leader's death."""
+
+    fail_next: ClassVar[threading.Event] = threading.Event()
+    failed: ClassVar[list[str]] = []
+
+    def commit_transaction(self, *args) -> None:
+        if self.fail_next.is_set() and not self.failed:
+            self.failed.append("commit")
+            raise KafkaException(
+                KafkaError(KafkaError._INCONSISTENT, "skipped sequence numbers", txn_requires_abort=True)
+            )
+        super().commit_transaction(*args)
+
+
+def test_a_last_commit_that_aborts_is_tried_again_with_a_new_producer(bootstrap_servers, topics, capsys):
+    """At a clean stop the last commit aborts: before, the consumer exited with everything since
+    its last commit uncommitted (seen after a leader's SIGKILL: 147 orders left to the next start)."""
+    produce_orders(topics.orders, 200, "--seed", "3")
+    flags = ["--exactly-once", "--failure-rate", "0", "--idle-timeout", "2", "--quiet"]
+    args = consumer.parse_args([*consumer_args(topics, *flags), "--bootstrap-servers", bootstrap_servers])
+    FailingLastCommitProducer.fail_next.clear()
+    FailingLastCommitProducer.failed.clear()
+
+    def fail_the_last_commit_once(processor: OrderProcessor) -> None:
+        finish = processor.finish
+        processor.checkpoint = lambda quiet=False: None  # type: ignore[method-assign]  # only the last commit
+
+        def finish_with_a_failing_commit(clean: bool) -> None:
+            FailingLastCommitProducer.fail_next.set()
+            finish(clean)
+
+        processor.finish = finish_with_a_failing_commit  # type: ignore[method-assign]
+
+    consume_in_process(args, fail_the_last_commit_once, producer_class=FailingLastCommitProducer)
+
+    assert FailingLastCommitProducer.failed == ["commit"]
+    err = capsys.readouterr().err
+    assert "transaction aborted (skipped sequence numbers)" in err
+    assert "committing again with a new producer" in err
+    (committed,) = kafka_offsets(bootstrap_servers, topics)
+    expected = expected_aggregate(orders_to_count(bootstrap_servers, topics))
+    assert (committed.offset, aggregate_from_metadata(committed.metadata)) == (200, expected)
+    assert expected.count == 200
