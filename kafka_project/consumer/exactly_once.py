@@ -162,6 +162,7 @@ class ExactlyOnceProcessor(OrderProcessor):
         self.settled: dict[PartitionKey, dict[int, Outcome]] = {}
         self.counted: dict[PartitionKey, RunningAverage] = {}
         self.txn: Transaction | None = None
+        self.aborted_by_us = False  # the last failed commit was aborted by its producer: none of it can land
         self.last_commit_at = time.monotonic()
         init_transactions(self.producer)
 
@@ -266,6 +267,7 @@ class ExactlyOnceProcessor(OrderProcessor):
         start over with a new one from the last commit (recover=True).
         """
         self.errors += 1
+        self.aborted_by_us = False
         try:
             if reason.fatal():
                 raise KafkaException(reason)
@@ -280,9 +282,12 @@ class ExactlyOnceProcessor(OrderProcessor):
                 ) from exc
             if recover:
                 self.restart_producer(exc.args[0])
+            else:
+                print(f"transaction lost ({exc.args[0].str()})", file=sys.stderr)
             return
         if refusal := self.dlq.take_refusal():
             raise refusal  # the DLQ will never take that record: one clear error, not a loop
+        self.aborted_by_us = True
         then = "; committing again shortly" if recover else ""
         print(f"transaction aborted ({reason.str()}){then}", file=sys.stderr)
 
@@ -302,8 +307,8 @@ class ExactlyOnceProcessor(OrderProcessor):
             self.consumer.seek(TopicPartition(tp.topic, tp.partition, start))
 
     def replace_producer(self, close_old: bool = True) -> None:
-        """A new transactional producer with the same transactional.id: it fences the old one.
-        A blocked one is left to its thread (close_old=False): close() would block too."""
+        """A new transactional producer (a transactional.id of its own). A blocked one is left to
+        its thread (close_old=False): close() would block too."""
         fenced = self.producer
         if close_old:
             fenced.purge()  # its records can never be committed; close() would wait to flush them
@@ -313,17 +318,22 @@ class ExactlyOnceProcessor(OrderProcessor):
         init_transactions(self.producer)
 
     def commit_before_stopping(self) -> None:
-        """The last commit. One that aborts is tried again with a new producer: after a leader's
-        death librdkafka can fail every later transaction of the old one ("skipped sequence
-        numbers"), and stopping then would leave all since the last commit to the next start. The
-        abort changed nothing in memory, so the same outcomes are written again."""
+        """The last commit. One that its producer aborted is tried again with a new producer: after
+        a leader's death librdkafka can fail every later transaction of the old one ("skipped
+        sequence numbers"), and stopping then would leave all since the last commit to the next
+        start. The abort changed nothing in memory, so the same outcomes are written again. After
+        any other failure (fatal, blocked, an abort refused) the transaction may still land, and
+        writing its DLQ copies again could repeat them: the next start reads what landed."""
         for attempt in range(FINAL_COMMIT_TRIES):
             if attempt:
                 print("committing again with a new producer", file=sys.stderr)
                 self.replace_producer()
+            self.aborted_by_us = False
             self.commit(recover=False)
             if not self.positions_to_commit():
                 return
+            if not self.aborted_by_us:
+                break
         print("the last commit failed: the next start processes its records", file=sys.stderr)
 
     # -- partitions coming and going ----------------------------------------------------------

@@ -7,6 +7,7 @@ import time
 from decimal import Decimal
 from typing import ClassVar
 
+import pytest
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from kafka_project.consumer import consumer
@@ -250,19 +251,30 @@ class FailingLastCommitProducer(Producer):
 
     fail_next: ClassVar[threading.Event] = threading.Event()
     failed: ClassVar[list[str]] = []
+    error: ClassVar[KafkaError] = KafkaError(
+        KafkaError._INCONSISTENT, "skipped sequence numbers", txn_requires_abort=True
+    )
 
     def commit_transaction(self, *args) -> None:
         if self.fail_next.is_set() and not self.failed:
             self.failed.append("commit")
-            raise KafkaException(
-                KafkaError(KafkaError._INCONSISTENT, "skipped sequence numbers", txn_requires_abort=True)
-            )
+            raise KafkaException(self.error)
         super().commit_transaction(*args)
 
 
-def test_a_last_commit_that_aborts_is_tried_again_with_a_new_producer(bootstrap_servers, topics, capsys):
+FATAL = KafkaError(KafkaError._FENCED, "fenced at the last commit", fatal=True)
+
+
+@pytest.mark.parametrize("fatal", [False, True], ids=["abortable", "fatal"])
+def test_a_last_commit_that_aborts_is_tried_again_with_a_new_producer(
+    bootstrap_servers, topics, capsys, monkeypatch, fatal
+):
     """At a clean stop the last commit aborts: before, the consumer exited with everything since
-    its last commit uncommitted (seen after a leader's SIGKILL: 147 orders left to the next start)."""
+    its last commit uncommitted (seen after a leader's SIGKILL: 147 orders left to the next start).
+    A fatal error is not retried: its transaction could still land, and writing its DLQ copies
+    again could repeat them; the next start reads what landed."""
+    if fatal:
+        monkeypatch.setattr(FailingLastCommitProducer, "error", FATAL)
     produce_orders(topics.orders, 200, "--seed", "3")
     flags = ["--exactly-once", "--failure-rate", "0", "--idle-timeout", "2", "--quiet"]
     args = consumer.parse_args([*consumer_args(topics, *flags), "--bootstrap-servers", bootstrap_servers])
@@ -283,6 +295,10 @@ def test_a_last_commit_that_aborts_is_tried_again_with_a_new_producer(bootstrap_
 
     assert FailingLastCommitProducer.failed == ["commit"]
     err = capsys.readouterr().err
+    if fatal:  # its transaction stays open until the broker aborts it (transaction.timeout.ms)
+        assert "transaction lost (fenced at the last commit)" in err
+        assert "committing again" not in err and "the next start processes its records" in err
+        return
     assert "transaction aborted (skipped sequence numbers)" in err
     assert "committing again with a new producer" in err
     (committed,) = kafka_offsets(bootstrap_servers, topics)
