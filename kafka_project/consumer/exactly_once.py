@@ -328,8 +328,7 @@ class ExactlyOnceProcessor(OrderProcessor):
             if attempt:
                 print("committing again with a new producer", file=sys.stderr)
                 self.replace_producer()
-            self.aborted_by_us = False
-            self.commit(recover=False)
+            self.commit(recover=False)  # a failure goes through abort(), which sets aborted_by_us
             if not self.positions_to_commit():
                 return
             if not self.aborted_by_us:
