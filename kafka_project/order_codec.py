@@ -240,7 +240,7 @@ class OrderCodec:
             assert isinstance(record, dict)  # the order schema is a record
             price = reading.price.decimal(record["price"])
         except (EOFError, ValueError, IndexError, OverflowError, MemoryError, SchemaResolutionError) as exc:
-            raise InvalidOrderError(f"malformed Avro body: {exc or type(exc).__name__}") from exc
+            raise InvalidOrderError(f"malformed Avro body: {str(exc) or type(exc).__name__}") from exc
         if body.tell() != len(value):
             raise InvalidOrderError(f"{len(value) - body.tell()} unexpected bytes after the record")
         return validate(Order(record["orderId"], record["product"], price, record.get("customerId")))

@@ -26,7 +26,7 @@ class RunningAverage:
         if not isinstance(total, str) or len(total) > 40:
             raise ValueError("total is not a decimal string")
         amount = Decimal(total)  # decimal.InvalidOperation, a ValueError-like ArithmeticError
-        if not amount.is_finite() or abs(amount) > count * MAX_PRICE or amount != amount.quantize(CENT):
+        if not amount.is_finite() or not 0 <= amount <= count * MAX_PRICE or amount != amount.quantize(CENT):
             raise ValueError(f"total {total!r} is not a sum of {count} prices")
         return cls(count, amount)
 

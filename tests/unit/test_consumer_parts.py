@@ -12,8 +12,8 @@ from kafka_project.consumer import exactly_once
 from kafka_project.consumer.aggregate import RunningAverage
 from kafka_project.consumer.exactly_once import PRODUCER_BLOCKED, call_with_deadline, retry_retriable
 from kafka_project.consumer.offsets import OffsetTracker
-from kafka_project.consumer.retry import SimulatedFailures, TemporaryProcessingError
-from kafka_project.consumer.schedule import RetrySchedule, Work
+from kafka_project.consumer.retry import RetryPolicy, SimulatedFailures, TemporaryProcessingError
+from kafka_project.consumer.schedule import RetrySchedule, Work, lane_of
 from kafka_project.order_codec import Order
 
 
@@ -245,3 +245,82 @@ def test_a_transactional_call_blocked_past_its_deadline_gives_the_producer_up():
     assert error.fatal() and error.code() == PRODUCER_BLOCKED
     with pytest.raises(KeyError):  # errors of a call that returns in time are the caller's
         call_with_deadline(lambda: {}["missing"], deadline_s=1.0)
+
+
+def test_a_record_delivered_again_below_the_highest_keeps_the_position():
+    """After a seek back (a registry wait, a retry re-read), done() of a lower offset must not pull
+    the position back below what was already done."""
+    tracker, key = OffsetTracker(), ("orders", 0)
+    tracker.done(key, 5)
+    tracker.done(key, 3)
+    assert tracker.commit_position(key) == 6
+    tracker.held(key, 4)
+    tracker.released(key, 4)
+    assert tracker.commit_position(key) == 6
+
+
+def test_a_forgotten_partition_leaves_nothing_behind_and_may_never_have_been_seen():
+    tracker, key = OffsetTracker(), ("orders", 0)
+    tracker.held(key, 5)
+    tracker.forget([key, ("orders", 7)])  # partition 7 was assigned but received nothing
+    assert (tracker._next, tracker._pending, tracker._lowest) == ({}, {}, {})
+
+
+@pytest.mark.parametrize(("count", "total"), [(0, "0.00"), (1, "100000.00"), (1, "0" * 36 + "1.00")])
+def test_a_restored_aggregate_at_each_bound_is_read(count, total):
+    assert RunningAverage.restored(count, total) == RunningAverage(count, Decimal(total))
+
+
+@pytest.mark.parametrize(
+    ("count", "total", "message"),
+    [
+        ("3", "1.00", "^count '3' is not a whole number$"),
+        (-1, "1.00", "^count -1 is not a whole number$"),
+        (True, "1.00", "^count True is not a whole number$"),
+        (1, 1.0, "^total is not a decimal string$"),
+        (1, "0" * 37 + "1.00", "^total is not a decimal string$"),  # 41 characters
+        (1, "100000.01", r"^total '100000.01' is not a sum of 1 prices$"),
+        (1, "1.001", r"^total '1.001' is not a sum of 1 prices$"),
+        (3, "-1.50", r"^total '-1.50' is not a sum of 3 prices$"),
+    ],
+)
+def test_a_restored_aggregate_this_program_could_not_have_written_is_refused(count, total, message):
+    with pytest.raises(ValueError, match=message):
+        RunningAverage.restored(count, total)
+
+
+def test_each_try_takes_the_work_time_and_fails_with_the_seed_s_draw(monkeypatch):
+    slept: list[float] = []
+    monkeypatch.setattr(time, "sleep", slept.append)
+    failures = SimulatedFailures(0.3, seed=7, work_s=0.25)
+    for attempt in (1, 2, 3):
+        expected_failure = failures.draw("ORD-9", attempt) < 0.3
+        try:
+            failures.maybe_fail("ORD-9", attempt)
+            failed = False
+        except TemporaryProcessingError as exc:
+            assert str(exc) == "Temporary processing failure"  # the seed's sample output says this
+            failed = True
+        assert failed == expected_failure
+    assert slept == [0.25] * 3
+    assert {failures.draw("ORD-9", k) for k in (1, 2, 3)} != {failures.draw("ORD-9", 1)}
+
+
+def test_the_worst_case_wait_is_the_backoffs_between_tries():
+    assert RetryPolicy(3, 0.1).worst_case_s() == pytest.approx(0.1 + 0.2)
+    assert RetryPolicy(5, 2.0).worst_case_s() == pytest.approx(2 + 4 + 6 + 8)
+    assert RetryPolicy(1, 2.0).worst_case_s() == 0
+
+
+def test_keyed_orders_share_a_lane_and_each_keyless_order_has_its_own():
+    alice = Message(topic="orders", partition=2, offset=5, key=b"alice", value=b"x")
+    keyless = Message(topic="orders", partition=2, offset=6, value=b"x")
+    assert lane_of(alice, ("orders", 2), 5) == ("orders", 2, b"alice")
+    assert lane_of(keyless, ("orders", 2), 6) == ("orders", 2, 6)
+
+
+def test_the_wait_to_the_next_retry_is_exact_and_never_negative():
+    schedule = RetrySchedule()
+    schedule.add(work(0, b"a"), due_at=10.0)
+    assert schedule.seconds_to_next(now=9.5) == 0.5
+    assert schedule.seconds_to_next(now=11.0) == 0.0

@@ -12,6 +12,7 @@ from decimal import Decimal
 
 import fastavro
 import pytest
+from confluent_kafka import Message
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -301,29 +302,11 @@ def test_fuzz_snapshots_are_read_or_refused_never_a_crash(fields, noise):
     struct.pack(">q", aggregate.count)  # a count a Kafka client could carry
 
 
-class Record:
-    """What decode_record reads of a record."""
-
-    def __init__(self, value: bytes, key: bytes | None, headers: list[tuple[str, bytes]] | None) -> None:
-        self._value, self._key, self._headers = value, key, headers
-
-    def __len__(self) -> int:
-        return len(self._value)
-
-    def value(self) -> bytes:
-        return self._value
-
-    def key(self) -> bytes | None:
-        return self._key
-
-    def headers(self) -> list[tuple[str, bytes]] | None:
-        return self._headers
-
-
 def test_a_valid_order_in_a_record_larger_than_an_orders_can_be_is_poison():
     value = OrderCodec().encode(Order("ORD-1", "Tablet", Decimal("10.00")))
     codec = OrderCodec()
-    assert codec.decode_record(Record(value, b"k" * 1000, [("a", b"x" * 1000)])).order_id == "ORD-1"
+    small = Message(value=value, key=b"k" * 1000, headers=[("a", b"x" * 1000)])
+    assert codec.decode_record(small).order_id == "ORD-1"
     for key, headers in [(b"k" * MAX_RECORD_BYTES, None), (None, [("padding", b"x" * MAX_RECORD_BYTES)])]:
         with pytest.raises(InvalidOrderError, match="with its key and headers"):
-            codec.decode_record(Record(value, key, headers))
+            codec.decode_record(Message(value=value, key=key, headers=headers))
