@@ -74,6 +74,12 @@ def report_client_error(err: KafkaError) -> None:
         print(f"kafka: {err.str()}", file=sys.stderr)
 
 
+def is_fatal(error: KafkaError) -> bool:
+    """The client can do nothing more. A consumer's fatal error (a static member fenced by another
+    with its group.instance.id) comes as a record whose error is _FATAL with fatal() unset."""
+    return error.fatal() or error.code() == KafkaError._FATAL
+
+
 def client_error_count() -> int:
     """How many errors the clients' error callbacks have reported, printed or not."""
     return _client_errors

@@ -3,7 +3,7 @@ kafka-init in docker-compose.yml): orders, a DLQ with its limits, a compacted st
 
 from __future__ import annotations
 
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic
 
 from kafka_project.consumer.state import STATS_TOPIC_CONFIG
 from kafka_project.dlq.headers import DLQ_TOPIC_CONFIG
@@ -24,3 +24,10 @@ def create_order_topics(
     ]
     for future in admin.create_topics(topics).values():
         future.result(30)
+
+
+def set_topic_config(admin: AdminClient, topic: str, name: str, value: str) -> None:
+    """Change one setting of an existing topic (kafka-configs --alter)."""
+    entry = ConfigEntry(name, value, incremental_operation=AlterConfigOpType.SET)
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic, incremental_configs=[entry])
+    admin.incremental_alter_configs([resource])[resource].result(30)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from kafka_project.cluster import is_fatal
 from kafka_project.consumer.aggregate import RunningAverage
 from kafka_project.consumer.offsets import OffsetTracker, PartitionKey
 from kafka_project.consumer.registry_wait import RegistryWait
@@ -30,8 +31,8 @@ FLUSH_TIMEOUT_S = 30.0
 # Full for a moment (most retry waits), the consumer just stops polling; full for this long, it
 # pauses its partitions, so that polling serves rebalances again without taking records.
 PAUSE_WHEN_FULL_FOR_S = 1.0
-# How long a consumer under an incremental protocol may wait for an assignment before
-# --idle-timeout counts: a few heartbeats, and a rejoin after its session expired.
+# How long a consumer may wait for an assignment before --idle-timeout counts: a few heartbeats,
+# and a rejoin after its session expired.
 JOIN_GRACE_S = 30.0
 
 
@@ -178,7 +179,7 @@ class OrderProcessor:
             if stop.is_set():
                 return  # the rest are not received, so they are delivered again next time
             if error := msg.error():
-                if error.fatal():
+                if is_fatal(error):
                     raise UserError(f"Kafka consumer failed: {error.str()}")
                 self.errors += 1
                 print(f"kafka: {error.str()}", file=sys.stderr)
@@ -289,12 +290,10 @@ class OrderProcessor:
         """After each poll (quiet: it brought nothing): make what is done committable."""
 
     def joining(self) -> bool:
-        """(Re)joining the group: not idleness. Eager rebalances always end in an assignment;
-        under the incremental protocols an empty one calls no callback (KIP-848), so there it
-        lasts JOIN_GRACE_S at most."""
-        if self.joined:
-            return False
-        return not self.incremental or time.monotonic() - self.joining_since < JOIN_GRACE_S
+        """(Re)joining the group: not idleness, for JOIN_GRACE_S at most. A rebalance may end in no
+        callback at all: an empty assignment under the incremental protocols (KIP-848), and no
+        join under the classic one while the subscribed topic is gone (deleted under it)."""
+        return not self.joined and time.monotonic() - self.joining_since < JOIN_GRACE_S
 
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.joined = True

@@ -31,7 +31,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from kafka_project.cluster import produce
+from kafka_project.cluster import is_fatal, produce
 from kafka_project.consumer.aggregate import RunningAverage
 from kafka_project.consumer.processor import LineNaming
 from kafka_project.consumer.retry import RetryPolicy, SimulatedFailures, TemporaryProcessingError
@@ -112,7 +112,7 @@ class ShareProcessor:
         decide_by = polled_at + self.lock_s / 2
         for msg in messages:
             if error := msg.error():
-                if error.fatal():
+                if is_fatal(error):
                     raise UserError(f"Kafka share consumer failed: {error.str()}")
                 self.errors += 1
                 print(f"kafka: {error.str()}", file=sys.stderr)

@@ -7,8 +7,9 @@ import time
 
 import pytest
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
+from confluent_kafka.admin import AdminClient
 
+from ..topics import set_topic_config
 from .conftest import (
     Topics,
     committed_offset,
@@ -53,9 +54,7 @@ def test_a_record_as_large_as_the_source_takes_goes_to_the_dlq_unchanged(bootstr
 def test_a_dlq_that_refuses_a_record_for_good_stops_with_one_clear_line(bootstrap_servers, topics, flags):
     """A DLQ topic set up too small (max.message.bytes=2000) for a 5,000-byte poison record."""
     admin = AdminClient({"bootstrap.servers": bootstrap_servers})
-    small = ConfigEntry("max.message.bytes", "2000", incremental_operation=AlterConfigOpType.SET)
-    resource = ConfigResource(ConfigResource.Type.TOPIC, topics.dlq, incremental_configs=[small])
-    admin.incremental_alter_configs([resource])[resource].result(30)
+    set_topic_config(admin, topics.dlq, "max.message.bytes", "2000")
     produce_around(bootstrap_servers, topics, b"\x8f" * 5_000)
     args = consumer_args(topics, "--failure-rate", "0", "--idle-timeout", "10", "--quiet", *flags)
     started = time.monotonic()

@@ -3,11 +3,15 @@
 import signal
 from decimal import Decimal
 
+from confluent_kafka import OFFSET_INVALID as OFFSET_NONE
 from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient
 
 from kafka_project.order_codec import OrderCodec
 
+from ..topics import set_topic_config
 from .conftest import (
+    committed_offset,
     consumer_args,
     headers_of,
     produce_orders,
@@ -220,3 +224,30 @@ def test_in_exactly_once_mode_no_dlq_copy_repeats_after_a_crash(bootstrap_server
     fail_everything(topics, "--exactly-once")
     dead = records(bootstrap_servers, topics.dlq)  # read_committed
     assert len(dead) == len(set(origins(dead))) == 200
+
+
+def test_a_replay_the_original_topic_refuses_commits_nothing_and_runs_again_once_fixed(
+    bootstrap_servers, topics
+):
+    """The original topic takes no record as large as an order now (max.message.bytes=10): the
+    replay's transaction fails, is aborted, and the group's position stays; once the topic takes
+    them again, a second replay sends each record once."""
+    produce_orders(topics.orders, 3, "--seed", "5")
+    fail_everything(topics)
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    set_topic_config(admin, topics.orders, "max.message.bytes", "10")
+    group = f"{topics.group}-replay"
+    failed = run_script("dlq", "replay", "--topic", topics.dlq, "--group-id", group)
+    assert failed.returncode == 1, failed.stderr
+    [line] = failed.stderr.splitlines()
+    assert line.startswith(f"error: replaying {topics.dlq} [0] offset 0 to {topics.orders} failed: "), line
+    assert line.endswith("; nothing was committed"), line
+    assert committed_offset(bootstrap_servers, group, topics.dlq) == OFFSET_NONE
+    assert len(records(bootstrap_servers, topics.orders)) == 3  # the aborted send is not read
+
+    set_topic_config(admin, topics.orders, "max.message.bytes", "1048588")
+    assert summary(replay(topics))["replayed"] == "3"
+    assert [headers_of(m) for m in records(bootstrap_servers, topics.orders)[3:]] == [
+        {"dlq.replay.count": "1"}
+    ] * 3
+    assert committed_offset(bootstrap_servers, group, topics.dlq) == 3
