@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -82,6 +83,10 @@ class DeadLetterPublisher:
         # A transactional producer must not resend: a failed send aborts the whole transaction.
         self.resend_failed = resend_failed
         self.refusal: DeadLetterError | None = None  # a copy refused for good in a transaction
+        # Copies to send again. Not from the delivery callback itself: produce() may poll() to wait
+        # for room or for the topic, and a poll inside a callback aborts the process (confluent-kafka
+        # asserts "cs != NULL"; seen with the DLQ topic deleted under the consumer).
+        self.to_resend: list[tuple[Message, Headers, Callable[[], None]]] = []
 
     def send(self, original: Message, error: Exception, attempts: int, on_acked: Callable[[], None]) -> None:
         headers = dlq_headers(original, error, attempts, self.group_id, datetime.now(UTC))
@@ -96,7 +101,7 @@ class DeadLetterPublisher:
                     self.refusal = self.refused(original, err)
             elif err.retriable() or err.code() == KafkaError._MSG_TIMED_OUT or err.code() in TOPIC_UNKNOWN:
                 print(f"DLQ write for {describe(original)} failed ({err.str()}); retrying", file=sys.stderr)
-                self._produce(original, headers, on_acked)
+                self.to_resend.append((original, headers, on_acked))
             else:
                 raise self.refused(original, err)
 
@@ -128,10 +133,21 @@ class DeadLetterPublisher:
 
     def poll(self) -> None:
         self.producer.poll(0)
+        self.resend()
+
+    def resend(self) -> None:
+        while self.to_resend:
+            self._produce(*self.to_resend.pop(0))
 
     def flush(self, timeout_s: float) -> int:
-        """Wait for every pending DLQ copy; returns how many are still unacknowledged."""
-        return self.producer.flush(timeout_s)
+        """Wait for every pending DLQ copy, sending failed ones again; returns how many are still
+        unacknowledged."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self.resend()
+            pending = self.producer.flush(max(0.0, deadline - time.monotonic()))
+            if not self.to_resend or time.monotonic() >= deadline:
+                return pending + len(self.to_resend)
 
 
 def format_dlq_record(msg: Message, codec: OrderCodec, first_copy: str | None = None) -> str:

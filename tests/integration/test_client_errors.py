@@ -7,14 +7,17 @@ from __future__ import annotations
 import subprocess
 import time
 
+from confluent_kafka import OFFSET_INVALID as OFFSET_NONE
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from kafka_project.consumer.processor import JOIN_GRACE_S
+from kafka_project.dlq.headers import DLQ_TOPIC_CONFIG
 
 from ..topics import set_topic_config
 from .conftest import (
     committed_offset,
     consumer_args,
+    headers_of,
     produce_orders,
     records,
     run_script,
@@ -118,3 +121,32 @@ def test_a_topic_deleted_under_the_consumer_is_one_line_and_idle_timeout_still_e
     ]
     assert (summary(out)["processed"], summary(out)["dlq"]) == ("20", "0")
     admin.create_topics([NewTopic(topics.orders, 1)])[topics.orders].result(30)  # the fixture deletes it
+
+
+def test_dlq_copies_to_a_dlq_topic_deleted_meanwhile_are_sent_again_until_it_is_back(
+    bootstrap_servers, topics, tmp_path
+):
+    """At-least-once: the DLQ topic is deleted under a running consumer. librdkafka fails each copy
+    (the topic is unknown); the publisher sends it again, with a line, and holds its offset until
+    the recreated topic acknowledges it: every original in the DLQ once, all committed."""
+    settings = tmp_path / "client.properties"
+    settings.write_text("topic.metadata.propagation.max.ms=2000\ntopic.metadata.refresh.interval.ms=1000\n")
+    log = tmp_path / "consumer.log"
+    flags = ("--failure-rate", "1", "--max-attempts", "1", "--config", str(settings))
+    running = start_script("consumer", *consumer_args(topics, *flags, "--idle-timeout", "5"), stdout_path=log)
+    wait_until(lambda: "Listening for orders" in log.read_text(), 60, "the consumer's start")
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    admin.delete_topics([topics.dlq])[topics.dlq].result(30)
+    produce_orders(topics.orders, 5)
+    wait_until(lambda: "; retrying" in log.read_text(), 60, "a DLQ write failed and sent again")
+    assert committed_offset(bootstrap_servers, topics.group, topics.orders) in (OFFSET_NONE, 0)  # held
+    admin.create_topics([NewTopic(topics.dlq, 1, config=DLQ_TOPIC_CONFIG)])[topics.dlq].result(30)
+    assert running.wait(120) == 0, log.read_text()
+    text = log.read_text()
+    assert f"DLQ write for {topics.orders} [0] offset 0 failed (" in text
+    copies = records(bootstrap_servers, topics.dlq)
+    by_offset = {int(headers_of(m)["dlq.original.offset"]): m.value() for m in copies}
+    assert len(copies) == 5, text
+    assert by_offset == {m.offset(): m.value() for m in records(bootstrap_servers, topics.orders)}
+    assert committed_offset(bootstrap_servers, topics.group, topics.orders) == 5
+    assert summary(text)["dlq"] == "5"
