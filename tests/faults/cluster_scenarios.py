@@ -99,6 +99,7 @@ def one_broker_killed(
     run.wait_for_output("Received order", max(10, orders // 4))
     victim, partition = pick(run)
     since, since_wall = time.monotonic(), time.time()
+    run.mark_fault()
     broker.kill(broker.node_of(victim))
     finish(run, consumer, producer, watch)
     run.figures.append(f"killed broker {victim}, {role}" + stalls(run, watch, partition, since, since_wall))
@@ -125,6 +126,7 @@ def rolling_restart(broker: FaultBroker, mode: str, orders: int, workdir: Path) 
     run.wait_for_output("Received order", max(10, orders // 10))
     since, since_wall = time.monotonic(), time.time()
     for node in broker.shape.nodes:
+        run.mark_fault()
         broker.stop_node(node)
         broker.start(node)
         waited = wait_until_in_sync(run.bootstrap)
@@ -145,6 +147,7 @@ def below_min_insync(broker: FaultBroker, mode: str, orders: int, workdir: Path)
     run.wait_for_output("Received order", max(10, orders // 5))
     first, second = broker.shape.nodes[1:]
     since, since_wall = time.monotonic(), time.time()
+    run.mark_fault()
     broker.kill(first)
     broker.kill(second)
     time.sleep(10)
@@ -175,6 +178,7 @@ def active_controller_killed(broker: FaultBroker, mode: str, orders: int, workdi
     run.wait_for_output("Received order", max(10, orders // 4))
     controller = active_controller(run.bootstrap)
     since, since_wall = time.monotonic(), time.time()
+    run.mark_fault()
     broker.kill(broker.node_of(controller))
     while (new := active_controller(broker.bootstrap_without(controller))) == controller:
         if time.monotonic() - since > 60:  # KRaft elects in seconds; this bounds only a failure

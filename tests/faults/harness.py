@@ -17,18 +17,18 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from kafka_project.cluster import partitions_with_open_transactions, read_topic
 from kafka_project.consumer.state import combined, read_consumer_states, read_states
-from kafka_project.order_codec import OrderCodec, OrderDecodeError
+from kafka_project.order_codec import Order, OrderCodec, OrderDecodeError
 
 from ..environment import clean_env
 from ..poison import POISON
@@ -178,6 +178,25 @@ class Row:
         return asdict(self)
 
 
+Coords = tuple[int, int]  # (partition, offset) of a record in the orders topic
+
+
+@dataclass(frozen=True)
+class FaultMark:
+    """The group's commit position when a fault came. At-least-once may count an order again, or
+    write its DLQ copy again, only if it was past this position; after a consumer's SIGKILL, only
+    the orders that consumer had counted past it (`victim_counted`; None: any consumer's)."""
+
+    positions: dict[int, int]  # partition -> committed offset (0: none)
+    victim_counted: frozenset[str] | None
+
+    def past(self, coords: Coords) -> bool:
+        return coords[1] >= self.positions.get(coords[0], 0)
+
+    def may_count_again(self, coords: Coords, order_id: str) -> bool:
+        return self.past(coords) and (self.victim_counted is None or order_id in self.victim_counted)
+
+
 # A scenario: (cluster, delivery mode, orders, folder for its logs) -> its checked row
 Scenario = Callable[["FaultBroker", str, int, Path], Row]
 
@@ -205,7 +224,10 @@ class Run:
         self.stats, self.group = f"faults-stats-{suffix}", f"faults-group-{suffix}"
         self.workdir = workdir / f"{scenario}-{mode}-{suffix}"
         self.workdir.mkdir(parents=True)
+        self.partitions = partitions
         self.consumer_logs: list[Path] = []
+        self.consumer_log_of: dict[int, Path] = {}  # pid -> log
+        self.fault_marks: list[FaultMark] = []
         self.notes: list[str] = []
         self.figures: list[str] = []  # measurements worth reporting, not verdicts
         # Replication: the cluster's default (one broker: 1; three: 3, acks=all needing 2).
@@ -281,7 +303,9 @@ class Run:
             args.append("--exactly-once")
         log = self.workdir / f"consumer-{len(self.consumer_logs)}.log"
         self.consumer_logs.append(log)
-        return self._spawn("share_consumer" if self.share else "consumer", args, log, stdout)
+        process = self._spawn("share_consumer" if self.share else "consumer", args, log, stdout)
+        self.consumer_log_of[process.pid] = log
+        return process
 
     def run_consumer_to_end(self, idle_timeout: float = 8, **kwargs: Any) -> None:
         """A consumer that stays until it has seen nothing new for idle_timeout seconds."""
@@ -302,10 +326,41 @@ class Run:
     def read(self, pattern: str) -> str:
         return "".join(path.read_text(errors="replace") for path in sorted(self.workdir.glob(pattern)))
 
-    @staticmethod
-    def kill(process: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
+    def kill(self, process: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
+        """Signal a script and wait for it to exit; a consumer's commit position is marked as a
+        fault's, before the signal, or for SIGKILL after it (its last commit is final then)."""
+        consumer = process.pid in self.consumer_log_of
+        if consumer and sig != signal.SIGKILL:
+            self.mark_fault()
         process.send_signal(sig)
         process.wait(60)
+        if consumer and sig == signal.SIGKILL:
+            self.mark_fault(process)
+
+    def mark_fault(self, victim: subprocess.Popen | None = None) -> None:
+        """A fault comes now (call before it; a broker being down cannot say its position): see
+        FaultMark. A share group commits no offsets: nothing to mark."""
+        if self.share:
+            return
+        try:
+            positions = self.committed_positions(range(self.partitions))
+        except KafkaException:
+            return  # the broker is down: the mark taken before it went down covers this fault
+        counted = None
+        if victim is not None:
+            counted = frozenset(
+                successful_order_ids(self.consumer_log_of[victim.pid].read_text(errors="replace"))
+            )
+        self.fault_marks.append(FaultMark({p: max(0, offset) for p, offset in positions.items()}, counted))
+
+    def committed_positions(self, partitions: Iterable[int]) -> dict[int, int]:
+        """The group's committed offset of each partition of the orders topic (negative: none)."""
+        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": self.group})
+        try:
+            committed = consumer.committed([TopicPartition(self.orders, p) for p in partitions], timeout=10)
+        finally:
+            consumer.close()
+        return {tp.partition: tp.offset for tp in committed}
 
     # -- the check ---------------------------------------------------------------------------
     def wait_for_open_transactions(self, timeout: float = 60) -> None:
@@ -368,6 +423,7 @@ class Run:
             processed = len(successes)
             lost = sum(1 for o in to_count.values() if o.order_id not in successes) + lost_poison
             counted_twice = sum(n - 1 for n in successes.values()) + dlq_repeats + duplicates_in_topic
+            self.bound_repeats(orders, successes, dead_coords)
             exact = lost == 0
         exact = exact and not self.notes
         return Row(
@@ -382,6 +438,35 @@ class Run:
             self.notes,
             self.figures,
         )
+
+    def bound_repeats(self, orders: dict[Coords, Order], successes: Counter, dead_coords: Counter) -> None:
+        """At-least-once: what is counted again, or dead-lettered again, was past the commit
+        position at a fault (FaultMark), once per fault at most. A figure for the row; a note (so
+        a failed row) for each repeat beyond that."""
+        coords_of = {order.order_id: coords for coords, order in orders.items()}
+        again = beyond = 0
+        for order_id, times in successes.items():
+            if times > 1 and (coords := coords_of.get(order_id)) is not None:
+                again += times - 1
+                beyond += max(
+                    0, times - 1 - sum(m.may_count_again(coords, order_id) for m in self.fault_marks)
+                )
+        dlq_again = dlq_beyond = 0
+        for coords, copies in dead_coords.items():
+            dlq_again += copies - 1
+            dlq_beyond += max(0, copies - 1 - sum(m.past(coords) for m in self.fault_marks))
+        may = {
+            c for c, o in orders.items() if any(m.may_count_again(c, o.order_id) for m in self.fault_marks)
+        }
+        self.figures.append(
+            f"counted again {again}, DLQ copies again {dlq_again}; past the commit position at "
+            f"{len(self.fault_marks)} faults: {len(may)} orders"
+        )
+        if beyond or dlq_beyond:
+            self.notes.append(
+                f"{beyond} counted again and {dlq_beyond} DLQ copies written again that were not past "
+                "the commit position at any fault"
+            )
 
     def share_counted_ids(self) -> list[str]:
         """The orders the share consumers counted in a snapshot the broker holds: a consumer's
@@ -403,12 +488,8 @@ class Run:
         ends: dict[int, int] = {}
         for msg in records:
             ends[msg.partition()] = max(ends.get(msg.partition(), 0), msg.offset() + 1)
-        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": self.group})
-        try:
-            committed = consumer.committed([TopicPartition(self.orders, p) for p in ends], timeout=30)
-        finally:
-            consumer.close()
-        return bool(ends) and all(tp.offset >= ends[tp.partition] for tp in committed)
+        committed = self.committed_positions(ends)
+        return bool(ends) and all(committed[p] >= end for p, end in ends.items())
 
 
 def all_in_dlq(run: Run) -> Row:

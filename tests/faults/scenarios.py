@@ -57,6 +57,7 @@ def broker_killed(which: str) -> Scenario:
         consumer = run.start_consumer("--idle-timeout", "20")
         producer = run.start_producer(orders, interval=0.002)
         run.wait_for_output("Received order", max(10, orders // 5))
+        run.mark_fault()
         broker.kill(which)
         time.sleep(3)
         broker.start()
@@ -101,6 +102,7 @@ def broker_outage_with_history(broker: FaultBroker, mode: str, orders: int, work
     consumer = run.start_consumer("--idle-timeout", "40")
     producer = run.start_producer(4000, interval=0.005)
     run.wait_for_output("Received order", 500)
+    run.mark_fault()
     broker.kill("kafka")
     time.sleep(20)
     broker.start()
@@ -133,6 +135,7 @@ def dlq_write_during_outage(broker: FaultBroker, mode: str, orders: int, workdir
     run.produce(orders)
     consumer = run.start_consumer("--idle-timeout", "20", failure_rate=1.0, backoff=0.001)
     run.wait_for_output("Permanent failure", max(5, orders // 10))
+    run.mark_fault()
     broker.kill("kafka")
     # Longer than transaction.timeout.ms (10 s): in exactly-once mode the restarted broker aborts
     # the open transaction and fences its producer, which the consumer must survive.
@@ -175,6 +178,9 @@ def rebalance_during_retries(group_protocol: str = "classic") -> Scenario:
         producer = run.start_producer(orders, interval=20 / orders)
         first = run.start_consumer("--idle-timeout", "15", backoff=0.5)
         run.wait_for_output("Attempt 1/3 failed", 3)
+        # A join is a fault too: an eager rebalance takes the partitions away, and orders counted
+        # above one waiting for its retry (the commit position stays at that one) are read again.
+        run.mark_fault()
         second = run.start_consumer(backoff=0.5)
         try:  # partitions must move to it, and back when it leaves (KIP-848 takes a heartbeat or two)
             run.wait_for_output("Received order", 3, timeout=60, logs="consumer-1.log")
@@ -200,7 +206,10 @@ def scale_out_one_killed(group_protocol: str = "classic") -> Scenario:
         name = f"scale-out-3-consumers-1-killed{SUFFIX[group_protocol]}"
         run = Run(broker, name, mode, workdir, 6, None, group_protocol)
         run.produce(orders)
-        consumers = [run.start_consumer("--idle-timeout", "20", backoff=0.01) for _ in range(3)]
+        consumers = []
+        for _ in range(3):
+            run.mark_fault()  # each join rebalances (see rebalance_during_retries)
+            consumers.append(run.start_consumer("--idle-timeout", "20", backoff=0.01))
         run.wait_for_output("Received order", max(10, orders // 4))
         run.kill(consumers[0])
         for consumer in consumers[1:]:
@@ -244,6 +253,7 @@ def double_sigint_during_retry(broker: FaultBroker, mode: str, orders: int, work
     run.produce(orders)
     consumer = run.start_consumer(failure_rate=1.0, backoff=0.5)
     run.wait_for_output("Attempt 1/3 failed", 3)  # the third order waits 0.5 s for its second try
+    run.mark_fault()
     consumer.send_signal(signal.SIGINT)
     run.wait_for_output("SIGINT: finishing up")  # else the two signals can reach Python as one
     run.kill(consumer, signal.SIGINT)
@@ -329,6 +339,7 @@ def consumer_paused(group_protocol: str = "classic") -> Scenario:
         consumer = run.start_consumer("--idle-timeout", "20", backoff=0.02)
         for third in range(1, 4):
             run.wait_for_output("Received order", orders * third // 4)
+            run.mark_fault()
             consumer.send_signal(signal.SIGSTOP)
             time.sleep(13)
             consumer.send_signal(signal.SIGCONT)
@@ -349,6 +360,7 @@ def ctrl_c_three_times_broker_down(broker: FaultBroker, mode: str, orders: int, 
     # the broker dies, and the first Ctrl-C has retries to finish.
     consumer = run.start_consumer(failure_rate=1.0, backoff=1.0)
     run.wait_for_output("Attempt 2/3 failed", max(5, orders // 10))
+    run.mark_fault()
     broker.kill("kafka")
     consumer.send_signal(signal.SIGINT)
     run.wait_for_output("SIGINT: finishing up")  # else the first two signals can reach Python as one
