@@ -1,12 +1,17 @@
 """dlq_producer.py replay: back to the original topic once, with a replay count, never round and round."""
 
 import signal
+import threading
 from decimal import Decimal
 
+import pytest
 from confluent_kafka import OFFSET_INVALID as OFFSET_NONE
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
+from kafka_project.cluster import partitions_with_open_transactions
+from kafka_project.dlq import dlq_producer
+from kafka_project.dlq import replay as replay_module
 from kafka_project.order_codec import OrderCodec
 
 from ..topics import set_topic_config
@@ -250,4 +255,55 @@ def test_a_replay_the_original_topic_refuses_commits_nothing_and_runs_again_once
     assert [headers_of(m) for m in records(bootstrap_servers, topics.orders)[3:]] == [
         {"dlq.replay.count": "1"}
     ] * 3
+    assert committed_offset(bootstrap_servers, group, topics.dlq) == 3
+
+
+REPLAY_STEPS = ["begin_transaction", "produce", "send_offsets_to_transaction", "commit_transaction"]
+
+
+@pytest.mark.parametrize("step", REPLAY_STEPS)
+def test_a_ctrl_c_after_each_step_of_a_replay_sends_each_record_back_once(
+    bootstrap_servers, topics, monkeypatch, step
+):
+    """A second Ctrl-C raises KeyboardInterrupt wherever the replay is. Landing after each step of
+    the second record's transaction in turn, the process ends with that transaction open (the
+    broker aborts it) or committed; the next replay sends what was not committed, each record once."""
+    produce_orders(topics.orders, 3, "--seed", "6")
+    fail_everything(topics)
+    calls = {name: 0 for name in REPLAY_STEPS}
+
+    class InterruptedProducer(Producer):
+        def interrupt_after(self, name: str) -> None:
+            calls[name] += 1
+            if name == step and calls[name] == 2:
+                raise KeyboardInterrupt
+
+    for name in REPLAY_STEPS:
+
+        def step_then_interrupt(self, *args, _name=name, **kwargs):
+            result = getattr(Producer, _name)(self, *args, **kwargs)
+            self.interrupt_after(_name)
+            return result
+
+        setattr(InterruptedProducer, name, step_then_interrupt)
+    monkeypatch.setattr(replay_module, "Producer", InterruptedProducer)
+    group = f"{topics.group}-replay"
+    args = dlq_producer.parse_args(
+        ["replay", "--topic", topics.dlq, "--group-id", group, "--bootstrap-servers", bootstrap_servers]
+    )
+    with pytest.raises(KeyboardInterrupt):
+        replay_module.replay(args, threading.Event())
+    wait_until(  # the interrupted process's open transaction, aborted by the broker in time
+        lambda: not partitions_with_open_transactions(bootstrap_servers, topics.orders), 60, "the abort"
+    )
+    assert committed_offset(bootstrap_servers, group, topics.dlq) == (
+        2 if step == "commit_transaction" else 1
+    )
+
+    replay(topics)
+    replayed = records(bootstrap_servers, topics.orders)[3:]
+    assert sorted(m.value() for m in replayed) == sorted(
+        m.value() for m in records(bootstrap_servers, topics.orders)[:3]
+    )
+    assert all(headers_of(m) == {"dlq.replay.count": "1"} for m in replayed)
     assert committed_offset(bootstrap_servers, group, topics.dlq) == 3
