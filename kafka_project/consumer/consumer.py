@@ -187,7 +187,7 @@ def consume_until_stopped(
     stop: threading.Event,
     between_batches: Callable[[], None] = lambda: None,
 ) -> None:
-    last_active = time.monotonic()
+    last_active, rebalances_seen = time.monotonic(), processor.rebalances
     while not stop.is_set():
         between_batches()
         processor.run_due(stop)  # the retries whose time has come
@@ -200,9 +200,18 @@ def consume_until_stopped(
         processor.dlq.poll()  # serve DLQ acknowledgements: they release offsets
         if not processor.rebalances:  # once the group has answered, the protocol is served
             refused_protocol.check(args.bootstrap_servers)
-        # (Re)joining the group, orders in progress or records waiting for the Schema Registry are
-        # not idleness; owning no partitions is.
-        if messages or processor.joining() or processor.schedule.size or processor.registry_wait.waiting:
+        # Records (not error events: a join the broker refuses again and again is no work), a
+        # rebalance since the last batch (a new assignment has records to fetch, however long the
+        # call that ran it took), (re)joining the group, orders in progress or records waiting for
+        # the Schema Registry are not idleness; owning no partitions is.
+        rebalanced, rebalances_seen = processor.rebalances != rebalances_seen, processor.rebalances
+        if (
+            any(msg.error() is None for msg in messages)
+            or rebalanced
+            or processor.joining()
+            or processor.schedule.size
+            or processor.registry_wait.waiting
+        ):
             last_active = time.monotonic()
         elif args.idle_timeout is not None and time.monotonic() - last_active > args.idle_timeout:
             return

@@ -31,6 +31,8 @@ FLUSH_TIMEOUT_S = 30.0
 # Full for a moment (most retry waits), the consumer just stops polling; full for this long, it
 # pauses its partitions, so that polling serves rebalances again without taking records.
 PAUSE_WHEN_FULL_FOR_S = 1.0
+# Answers to a join that no retry changes: the consumer would try again every few seconds forever.
+JOIN_REFUSED = {KafkaError.INVALID_SESSION_TIMEOUT, KafkaError.INCONSISTENT_GROUP_PROTOCOL}
 # How long a consumer may wait for an assignment before --idle-timeout counts: a few heartbeats,
 # and a rejoin after its session expired.
 JOIN_GRACE_S = 30.0
@@ -181,6 +183,8 @@ class OrderProcessor:
             if error := msg.error():
                 if is_fatal(error):
                     raise UserError(f"Kafka consumer failed: {error.str()}")
+                if error.code() in JOIN_REFUSED:
+                    raise UserError(f"the group refused this consumer: {error.str()} (see --config)")
                 self.errors += 1
                 print(f"kafka: {error.str()}", file=sys.stderr)
                 continue
@@ -313,7 +317,10 @@ class OrderProcessor:
             (consumer.pause if self.paused else consumer.resume)(partitions)
 
     def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self.joined = self.incremental  # an eager revoke is followed by a new join; a cooperative one is not
+        if self.incremental:
+            self.joined = True  # a cooperative revoke is not followed by a join
+        else:
+            self.rejoin()  # an eager one is: its grace starts now, not at the consumer's start
         self.rebalances += 1
         revoked = {partition_key(tp) for tp in partitions}
         self.moved |= revoked

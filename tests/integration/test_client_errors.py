@@ -114,7 +114,8 @@ def test_a_topic_deleted_under_the_consumer_is_one_line_and_idle_timeout_still_e
     admin.delete_topics([topics.orders])[topics.orders].result(30)
     deleted_at = time.monotonic()
     out, err = output_of(running, timeout=120)
-    assert time.monotonic() - deleted_at < JOIN_GRACE_S + 30
+    # The grace is counted from the revoke the deletion causes, then --idle-timeout (3 s).
+    assert JOIN_GRACE_S <= time.monotonic() - deleted_at < JOIN_GRACE_S + 30
     assert running.returncode == 0, err
     assert err.splitlines() == [
         f"kafka: Subscribed topic not available: {topics.orders}: Broker: Unknown topic or partition"
@@ -150,3 +151,21 @@ def test_dlq_copies_to_a_dlq_topic_deleted_meanwhile_are_sent_again_until_it_is_
     assert by_offset == {m.offset(): m.value() for m in records(bootstrap_servers, topics.orders)}
     assert committed_offset(bootstrap_servers, topics.group, topics.orders) == 5
     assert summary(text)["dlq"] == "5"
+
+
+def test_a_join_the_broker_refuses_for_good_is_one_line_not_a_retry_loop(bootstrap_servers, topics, tmp_path):
+    """session.timeout.ms below the broker's group.min.session.timeout.ms (6 s): every join is
+    refused. One error line and exit 1, before --idle-timeout, not a line every few seconds."""
+    settings = tmp_path / "client.properties"
+    settings.write_text("session.timeout.ms=1000\n")
+    produce_orders(topics.orders, 5)
+    args = consumer_args(topics, "--quiet", "--config", str(settings), "--idle-timeout", "60")
+    started = time.monotonic()
+    result = run_script("consumer", *args, timeout=120)
+    assert time.monotonic() - started < 30
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.splitlines() == [
+        "error: the group refused this consumer: JoinGroup failed: Broker: Invalid session timeout "
+        "(see --config)"
+    ]
+    assert committed_offset(bootstrap_servers, topics.group, topics.orders) == OFFSET_NONE

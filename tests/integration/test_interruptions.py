@@ -220,3 +220,33 @@ def test_a_session_lost_while_stalled_goes_through_on_lost(bootstrap_servers, to
     else:  # what was counted but not committed at the stall is counted again, nothing else
         counted, committed_then = at_stall[0]
         assert 400 <= processor.running_average().count <= 400 + counted - committed_then
+
+
+@pytest.mark.parametrize("exactly_once", [False, True], ids=["at-least-once", "exactly-once"])
+def test_an_assignment_slower_than_the_idle_timeout_is_not_idleness(
+    bootstrap_servers, topics, exactly_once, capsys
+):
+    """A rebalance that takes longer than --idle-timeout (seen after a broker restart: a
+    transactional call blocked 35 s, then the partitions came back), and records that arrive only
+    after it: the new assignment starts the idle time afresh, it does not end the consumer."""
+    flags = ["--failure-rate", "0", "--idle-timeout", "6", "--quiet"]
+    flags += ["--exactly-once"] if exactly_once else []
+    args = consumer.parse_args([*consumer_args(topics, *flags), "--bootstrap-servers", bootstrap_servers])
+    producing: list[threading.Thread] = []
+
+    def slow_assignment(processor: OrderProcessor) -> None:
+        on_assign = processor.on_assign
+
+        def assign(kafka_consumer: Consumer, partitions: list) -> None:
+            time.sleep(8)  # longer than the idle timeout
+            on_assign(kafka_consumer, partitions)
+            if not producing:  # the orders arrive once the partition is assigned
+                producing.append(threading.Thread(target=produce_orders, args=(topics.orders, 50)))
+                producing[0].start()
+
+        processor.on_assign = assign  # type: ignore[method-assign]
+
+    consume_in_process(args, slow_assignment)
+    producing[0].join()
+    assert summary(capsys.readouterr().out)["processed"] == "50"
+    assert committed_offset(bootstrap_servers, topics.group, topics.orders) == 50

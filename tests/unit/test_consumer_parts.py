@@ -6,15 +6,16 @@ import time
 from decimal import Decimal
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException, Message
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 
-from kafka_project.consumer import exactly_once
+from kafka_project.consumer import consumer, exactly_once
 from kafka_project.consumer.aggregate import RunningAverage
 from kafka_project.consumer.exactly_once import PRODUCER_BLOCKED, call_with_deadline, retry_retriable
 from kafka_project.consumer.offsets import OffsetTracker
+from kafka_project.consumer.processor import JOIN_GRACE_S, OrderProcessor
 from kafka_project.consumer.retry import RetryPolicy, SimulatedFailures, TemporaryProcessingError
 from kafka_project.consumer.schedule import RetrySchedule, Work, lane_of
-from kafka_project.order_codec import Order
+from kafka_project.order_codec import Order, OrderCodec
 
 
 class Draws(random.Random):
@@ -324,3 +325,26 @@ def test_the_wait_to_the_next_retry_is_exact_and_never_negative():
     schedule.add(work(0, b"a"), due_at=10.0)
     assert schedule.seconds_to_next(now=9.5) == 0.5
     assert schedule.seconds_to_next(now=11.0) == 0.0
+
+
+@pytest.mark.parametrize("group_protocol", ["classic", "classic-cooperative"])
+def test_the_join_grace_starts_at_each_eager_revoke_not_at_the_start(monkeypatch, group_protocol):
+    """--idle-timeout does not count while the consumer (re)joins, for JOIN_GRACE_S: from the
+    eager revoke that starts a join, however long the consumer has run; a cooperative revoke
+    starts none."""
+    clock = FakeClock()
+    monkeypatch.setattr(time, "monotonic", clock.monotonic)
+    args = consumer.parse_args(["--bootstrap-servers", "localhost:1", "--group-protocol", group_protocol])
+    kafka_consumer = Consumer({"bootstrap.servers": "localhost:1", "group.id": "grace"})
+    try:
+        processor = consumer.make_processor(kafka_consumer, OrderCodec(), args)
+        assert processor.joining()
+        OrderProcessor.on_assign(processor, kafka_consumer, [])
+        assert not processor.joining()
+        clock.now += 100  # long after the start
+        OrderProcessor.on_revoke(processor, kafka_consumer, [])
+        assert processor.joining() == (group_protocol == "classic")
+        clock.now += JOIN_GRACE_S
+        assert not processor.joining()  # no join came: a deleted topic, say
+    finally:
+        kafka_consumer.close()
