@@ -137,7 +137,8 @@ class DeadLetterPublisher:
 
     def resend(self) -> None:
         while self.to_resend:
-            self._produce(*self.to_resend.pop(0))
+            self._produce(*self.to_resend[0])  # off the list once librdkafka has it: counted till then
+            self.to_resend.pop(0)
 
     def flush(self, timeout_s: float) -> int:
         """Wait for every pending DLQ copy, sending failed ones again; returns how many are still

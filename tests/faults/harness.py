@@ -227,6 +227,7 @@ class Run:
         self.partitions = partitions
         self.consumer_logs: list[Path] = []
         self.consumer_log_of: dict[int, Path] = {}  # pid -> log
+        self.consumers: list[subprocess.Popen] = []
         self.fault_marks: list[FaultMark] = []
         self.notes: list[str] = []
         self.figures: list[str] = []  # measurements worth reporting, not verdicts
@@ -305,6 +306,7 @@ class Run:
         self.consumer_logs.append(log)
         process = self._spawn("share_consumer" if self.share else "consumer", args, log, stdout)
         self.consumer_log_of[process.pid] = log
+        self.consumers.append(process)
         return process
 
     def run_consumer_to_end(self, idle_timeout: float = 8, **kwargs: Any) -> None:
@@ -336,6 +338,11 @@ class Run:
         process.wait(60)
         if consumer and sig == signal.SIGKILL:
             self.mark_fault(process)
+            if self.running_consumers():
+                self.mark_fault()  # the kill rebalances the others too (see rebalance_during_retries)
+
+    def running_consumers(self) -> list[subprocess.Popen]:
+        return [p for p in self.consumers if p.poll() is None]
 
     def mark_fault(self, victim: subprocess.Popen | None = None) -> None:
         """A fault comes now (call before it; a broker being down cannot say its position): see
@@ -423,7 +430,8 @@ class Run:
             processed = len(successes)
             lost = sum(1 for o in to_count.values() if o.order_id not in successes) + lost_poison
             counted_twice = sum(n - 1 for n in successes.values()) + dlq_repeats + duplicates_in_topic
-            self.bound_repeats(orders, successes, dead_coords)
+            if not self.share:  # a share group commits no offsets: its scenarios bound their own repeats
+                self.bound_repeats(orders, successes, dead_coords)
             exact = lost == 0
         exact = exact and not self.notes
         return Row(
