@@ -4,6 +4,7 @@ headings. (mkdocs build --strict checks the links inside docs/; the README is ou
 from __future__ import annotations
 
 import re
+from functools import cache
 from pathlib import Path
 
 from markdown.extensions.toc import slugify  # how the docs site names its headings' anchors
@@ -18,6 +19,7 @@ def relative_links(markdown_text: str) -> list[str]:
     return [target for target in LINK.findall(prose) if not re.match(r"[a-z]+://", target)]
 
 
+@cache  # a page is read once, however many links point into it
 def anchors(markdown_path: Path) -> set[str]:
     prose = FENCE.sub("", markdown_path.read_text(encoding="utf-8"))
     headings = re.findall(r"^#+ (.+)$", prose, re.MULTILINE)
