@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -76,13 +77,25 @@ def row_order(row: tuple[str, str, list[str]]) -> tuple[str, int]:
     return row[0], -len(row[2])
 
 
+def scripts_cell(used: list[str], every: list[str]) -> str:
+    return "every script" if used == every else ", ".join(used)
+
+
 def table() -> str:
+    """The flags, then the environment variables their help names (`env NAME`), each with its flag."""
     rows = flag_rows()
     every = max((used for _, _, used in rows), key=len)
     lines = ["| flag | what it does (environment variable; default) | scripts |", "|---|---|---|"]
     for flags, help_text, used in rows:
         cell = help_text.replace("|", "\\|")
-        lines.append(f"| {flags} | {cell} | {'every script' if used == every else ', '.join(used)} |")
+        lines.append(f"| {flags} | {cell} | {scripts_cell(used, every)} |")
+    by_variable: dict[tuple[str, str], list[str]] = {}
+    for flags, help_text, used in rows:
+        for name in re.findall(r"\benv ([A-Z_]+)", help_text):
+            by_variable.setdefault((name, flags), []).extend(used)
+    lines += ["", "| environment variable | flag | scripts |", "|---|---|---|"]
+    for (name, flags), used in sorted(by_variable.items()):
+        lines.append(f"| `{name}` | {flags} | {scripts_cell(sorted(set(used), key=used.index), every)} |")
     return "\n".join(lines)
 
 

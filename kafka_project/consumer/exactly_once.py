@@ -263,8 +263,10 @@ class ExactlyOnceProcessor(OrderProcessor):
         writes the same outcomes again.
 
         A fatal error (the producer was fenced, e.g. because the broker aborted a transaction that
-        outlived transaction.timeout.ms while it was down) cannot be aborted by this producer: then
-        start over with a new one from the last commit (recover=True).
+        outlived transaction.timeout.ms while it was down) cannot be aborted by this producer, and
+        an abort can fail too (its coordinator killed mid-call): then start over with a new one
+        from the last commit the broker holds (recover=True). Whether the lost transaction landed
+        or not, that read says which: a read_committed consumer's committed() waits for it.
         """
         self.errors += 1
         self.aborted_by_us = False
@@ -276,10 +278,6 @@ class ExactlyOnceProcessor(OrderProcessor):
         except KafkaException as exc:
             if not recover and exc.args[0].code() == KafkaError._STATE:
                 return  # stopping, and the transaction already ended (committed just before the stop)
-            if not exc.args[0].fatal():
-                raise UserError(
-                    f"transaction failed ({reason.str()}) and could not be aborted: {exc}"
-                ) from exc
             if recover:
                 self.restart_producer(exc.args[0])
             else:

@@ -53,9 +53,9 @@ def streaming_run(
 def finish(run: Run, consumer: Popen, producer: Popen, watch: ProgressWatch) -> None:
     """Wait for both; a consumer that gave up is started again, as a supervisor would."""
     if producer.wait(600) != 0:
-        run.notes.append(f"producer exited {producer.returncode}")
+        run.notes.append(run.exited(producer, "producer"))
     if consumer.wait(600) != 0:
-        run.notes.append(f"consumer exited {consumer.returncode}")
+        run.notes.append(run.exited(consumer, "consumer"))
         run.run_consumer_to_end()
     watch.stop()
 

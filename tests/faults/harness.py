@@ -177,6 +177,14 @@ class Row:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def __str__(self) -> str:
+        """In full, notes first: a failed assertion prints this (pytest cuts a repr short)."""
+        counts = f"produced {self.produced}, processed {self.processed}, in DLQ {self.in_dlq}"
+        return (
+            f"{self.scenario} {self.mode}: {counts}, lost {self.lost}, counted twice {self.counted_twice}"
+            f"\nnotes: {self.notes}\nfigures: {self.figures}"
+        )
+
 
 Coords = tuple[int, int]  # (partition, offset) of a record in the orders topic
 
@@ -227,6 +235,7 @@ class Run:
         self.partitions = partitions
         self.consumer_logs: list[Path] = []
         self.consumer_log_of: dict[int, Path] = {}  # pid -> log
+        self.log_of: dict[int, Path] = {}  # pid -> log, every script's
         self.consumers: list[subprocess.Popen] = []
         self.fault_marks: list[FaultMark] = []
         self.notes: list[str] = []
@@ -251,13 +260,20 @@ class Run:
     def _spawn(self, name: str, args: list[str], log: Path, stdout: int | None = None) -> subprocess.Popen:
         """Output to the log; with stdout=subprocess.PIPE only stderr goes there."""
         with open(log, "w") as out:
-            return subprocess.Popen(
+            process = subprocess.Popen(
                 [sys.executable, "-u", SCRIPTS[name], "--bootstrap-servers", self.bootstrap, *args],
                 stdout=out if stdout is None else stdout,
                 stderr=subprocess.STDOUT if stdout is None else out,
                 cwd=REPO,
                 env=clean_env(),
             )
+        self.log_of[process.pid] = log
+        return process
+
+    def exited(self, process: subprocess.Popen, who: str) -> str:
+        """A note that `who` exited with its code, and the log's last lines: why, when CI fails."""
+        lines = self.log_of[process.pid].read_text(errors="replace").strip().splitlines()
+        return f"{who} exited {process.returncode}: {' / '.join(lines[-3:])}"
 
     def start_producer(self, count: int, interval: float = 0, seed: int = 1) -> subprocess.Popen:
         # Not --quiet: the "Sent order" lines say which orders the producer reported as sent.
@@ -314,7 +330,7 @@ class Run:
         process = self.start_consumer("--idle-timeout", str(idle_timeout), **kwargs)
         code = process.wait(600)
         if code != 0:
-            self.notes.append(f"final consumer exited {code}")
+            self.notes.append(self.exited(process, "final consumer"))
 
     def wait_for_output(
         self, text: str, count: int = 1, timeout: float = 120, logs: str = "consumer-*.log"

@@ -107,7 +107,7 @@ def broker_outage_with_history(broker: FaultBroker, mode: str, orders: int, work
     time.sleep(20)
     broker.start()
     if producer.wait(600) != 0:
-        run.notes.append(f"producer exited {producer.returncode}")
+        run.notes.append(run.exited(producer, "producer"))
     if consumer.wait(300) != 0:
         run.notes.append("consumer exited non-zero")
     # Its --idle-timeout may end it while the broker recovers (no record for 40 s is its rule): a
@@ -233,7 +233,7 @@ def producer_interrupted(broker: FaultBroker, mode: str, orders: int, workdir: P
     lost = len(set(sent) - set(in_topic))
     twice = sum(n - 1 for n in in_topic.values())
     if producer.returncode != 0:
-        run.notes.append(f"producer exited {producer.returncode}")
+        run.notes.append(run.exited(producer, "producer"))
     return Row(
         run.scenario,
         "-",

@@ -119,7 +119,7 @@ def share_three_consumers(broker: FaultBroker, mode: str, orders: int, workdir: 
     producer = run.start_producer(orders, interval=0.002)
     for process in [producer, *consumers]:
         if process.wait(300) != 0:
-            run.notes.append(f"{process.args[2]} exited {process.returncode}")
+            run.notes.append(run.exited(process, process.args[2]))
     row = run.check()
     work = [sum(map(int, SUMMARY.findall(log.read_text())[-1])) for log in run.consumer_logs]
     row.figures.append(f"records done per consumer: {work}")
@@ -152,7 +152,7 @@ def share_consumer_killed(broker: FaultBroker, mode: str, orders: int, workdir: 
     killed_at = time.monotonic()
     for process in [producer, *others]:
         if process.wait(300) != 0:
-            run.notes.append(f"{process.args[2]} exited {process.returncode}")
+            run.notes.append(run.exited(process, process.args[2]))
     row = run.check()
     victim_log = run.consumer_logs[0].read_text()
     unanswered = set(RECEIVED.findall(victim_log)) - set(successful_order_ids(victim_log))
@@ -185,7 +185,7 @@ def share_consumer_killed_at_its_last_try(broker: FaultBroker, mode: str, orders
     run.kill(victim)
     for process in [producer, *others]:
         if process.wait(300) != 0:
-            run.notes.append(f"{process.args[2]} exited {process.returncode}")
+            run.notes.append(run.exited(process, process.args[2]))
     row = run.check()
     held = set(RECEIVED.findall(run.consumer_logs[0].read_text())) & set(
         REDELIVERED.findall(run.read("consumer-[12].log"))
@@ -209,7 +209,7 @@ def share_poison_and_failing(broker: FaultBroker, mode: str, orders: int, workdi
     consumers = [run.start_consumer("--idle-timeout", "10", failure_rate=1.0) for _ in range(2)]
     for process in consumers:
         if process.wait(300) != 0:
-            run.notes.append(f"a consumer exited {process.returncode}")
+            run.notes.append(run.exited(process, "a consumer"))
     row = all_in_dlq(run)
     kinds = Counter(dict(m.headers())["dlq.error.type"] for m in dead_letters(run))
     row.figures.append(f"DLQ by error type: { {k.decode(): n for k, n in kinds.items()} }")

@@ -22,7 +22,7 @@ CASES = [
 def test_scenario_is_exact_on_a_cluster(cluster, shape, scenario, mode, tmp_path):
     row = SUITES[shape][scenario](cluster(shape), mode, ORDERS, tmp_path)
     assert row.produced >= ORDERS
-    assert row.lost == 0, row
+    assert row.lost == 0, str(row)
     if mode == "exactly-once":
-        assert row.counted_twice == 0, row
-    assert row.exact, row
+        assert row.counted_twice == 0, str(row)
+    assert row.exact, str(row)

@@ -28,8 +28,8 @@ ORDERS = {
 def test_share_scenario_loses_nothing(cluster, scenario, tmp_path):
     row = SHARE_SCENARIOS[scenario](cluster(SHAPE), "at-least-once", ORDERS[scenario], tmp_path)
     assert row.produced >= ORDERS[scenario]
-    assert row.lost == 0, row
-    assert row.exact, row
+    assert row.lost == 0, str(row)
+    assert row.exact, str(row)
 
 
 def test_a_delivery_limit_or_backoff_the_retries_do_not_fit_is_refused(cluster, tmp_path):

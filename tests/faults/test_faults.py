@@ -17,10 +17,10 @@ CASES = [(name, mode) for name in SCENARIOS for mode in modes_of(name, MODES)]
 def check_row(broker: FaultBroker, scenario: str, mode: str, tmp_path) -> None:
     row = SCENARIOS[scenario](broker, mode, ORDERS, tmp_path)
     assert row.produced >= ORDERS
-    assert row.lost == 0, row
+    assert row.lost == 0, str(row)
     if mode == "exactly-once":
-        assert row.counted_twice == 0, row
-    assert row.exact, row
+        assert row.counted_twice == 0, str(row)
+    assert row.exact, str(row)
 
 
 def case_ids(cases: list[tuple[str, str]]) -> list[str]:

@@ -305,3 +305,50 @@ def test_a_last_commit_that_aborts_is_tried_again_with_a_new_producer(
     expected = expected_aggregate(orders_to_count(bootstrap_servers, topics))
     assert (committed.offset, aggregate_from_metadata(committed.metadata)) == (200, expected)
     assert expected.count == 200
+
+
+class UnabortableProducer(Producer):
+    """A real transactional producer whose commit fails abortably once, after `fail_next` is set,
+    and whose abort then fails too: as when the transaction coordinator is killed mid-call."""
+
+    fail_next: ClassVar[threading.Event] = threading.Event()
+    failed: ClassVar[list[str]] = []
+
+    def commit_transaction(self, *args) -> None:
+        if self.fail_next.is_set() and not self.failed:
+            self.failed.append("commit")
+            raise KafkaException(
+                KafkaError(KafkaError._INCONSISTENT, "skipped sequence numbers", txn_requires_abort=True)
+            )
+        super().commit_transaction(*args)
+
+    def abort_transaction(self, *args) -> None:
+        if self.failed == ["commit"]:
+            self.failed.append("abort")
+            raise KafkaException(KafkaError(KafkaError._TRANSPORT, "coordinator gone mid-abort"))
+        super().abort_transaction(*args)
+
+
+def test_an_abort_that_fails_starts_again_from_the_last_commit(bootstrap_servers, topics, capsys):
+    """The commit fails and so does its abort (seen once in CI, the coordinator SIGKILLed): before,
+    the consumer exited 1. Now it carries on with a new producer from the commit the broker holds
+    (the open transaction is aborted by the broker), and each order is counted or dead-lettered once."""
+    produce_orders(topics.orders, 2000, "--seed", "7", interval=0.002)
+    flags = ["--exactly-once", "--seed", "5", "--retry-backoff", "0", "--idle-timeout", "3", "--quiet"]
+    args = consumer.parse_args([*consumer_args(topics, *flags), "--bootstrap-servers", bootstrap_servers])
+    UnabortableProducer.fail_next.clear()
+    UnabortableProducer.failed.clear()
+
+    def fail_after_50_orders(processor: OrderProcessor) -> None:
+        if processor.running_average().count >= 50:
+            UnabortableProducer.fail_next.set()
+
+    consume_in_process(args, between_batches=fail_after_50_orders, producer_class=UnabortableProducer)
+
+    assert UnabortableProducer.failed == ["commit", "abort"]
+    err = capsys.readouterr().err
+    assert "transaction lost (coordinator gone mid-abort); starting again from the last commit" in err
+    expected = expected_aggregate(orders_to_count(bootstrap_servers, topics))  # no DLQ copy twice
+    assert 0 < expected.count < 2000
+    (committed,) = kafka_offsets(bootstrap_servers, topics)
+    assert (committed.offset, aggregate_from_metadata(committed.metadata)) == (2000, expected)
