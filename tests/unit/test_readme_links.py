@@ -1,5 +1,6 @@
 """Every relative link in README.md leads somewhere: the file exists, and an anchor names one of its
-headings. (mkdocs build --strict checks the links inside docs/; the README is outside the site.)"""
+headings (mkdocs build --strict checks the links inside docs/; the README is outside the site).
+The docs map is one table in two places, README.md and docs/index.md: the same rows, every page."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import re
 from functools import cache
 from pathlib import Path
 
+import yaml
 from markdown.extensions.toc import slugify  # how the docs site names its headings' anchors
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,3 +45,19 @@ def test_a_broken_link_is_found() -> None:
     readme = "[ok](README.md) [bad](docs/no-such-page.md)\n```\n[not a link](in/a/code/block.md)\n```"
     assert relative_links(readme) == ["README.md", "docs/no-such-page.md"]
     assert "when-is-a-record-done" in anchors(ROOT / "docs" / "guarantees.md")
+
+
+def docs_map(markdown_text: str, prefix: str) -> list[tuple[str, str, str]]:
+    """The map's rows, (title, page, what is in it), from a `| [Title](prefix + page) | ... |` table."""
+    row = re.compile(rf"^\| \[([^]]+)\]\({re.escape(prefix)}([^)#]+)\) \| (.+) \|$", re.MULTILINE)
+    return row.findall(markdown_text)
+
+
+def test_the_docs_map_is_the_same_in_the_readme_and_on_the_site_and_lists_every_page() -> None:
+    readme = docs_map((ROOT / "README.md").read_text(encoding="utf-8"), "docs/")
+    site = docs_map((ROOT / "docs" / "index.md").read_text(encoding="utf-8"), "")
+    nav = yaml.safe_load((ROOT / "mkdocs.yml").read_text(encoding="utf-8"))["nav"]
+    pages = [(title, page) for entry in nav for title, page in entry.items() if page != "index.md"]
+    assert len(readme) >= 10
+    assert readme == site
+    assert [(title, page) for title, page, _ in readme] == pages  # the nav's titles, in its order
