@@ -37,3 +37,16 @@ def test_demo_runs_producer_consumer_and_shows_the_dlq(topics):
     assert "consumer | Summary: processed=0 dlq=" in out
     assert "== The DLQ, as kafka-console-consumer shows it" in out
     assert "dlq.error.type:TemporaryProcessingError" in out  # the console consumer printed headers
+    assert "No order failed all its tries" not in out
+
+
+def test_a_demo_whose_dlq_stays_empty_says_why(topics):
+    """At failure rate 0 no order reaches the DLQ: the demo says so, and how to see one."""
+    names = {"ORDERS_TOPIC": topics.orders, "DLQ_TOPIC": topics.dlq, "KAFKA_GROUP_ID": topics.group}
+    env = clean_env(**names, DEMO_ORDERS="2", DEMO_INTERVAL="0.1", DEMO_FAILURE_RATE="0")
+    result = subprocess.run(
+        [REPO / "bin/demo"], capture_output=True, text=True, errors="replace", cwd=REPO, env=env, timeout=300
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("consumer | ✓ Processing successful") == 2
+    assert "== No order failed all its tries this time: run bin/demo again" in result.stdout
