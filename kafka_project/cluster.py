@@ -328,8 +328,8 @@ class Record(TypedDict, total=False):
 
 
 # librdkafka's answer for a topic its metadata briefly lacks (a broker that has just restarted says
-# so while it recovers its partitions): produce() raises it, and queued records fail with it.
-# Nothing was written, so waiting and sending again is safe.
+# so while it recovers its partitions): produce() raises it, and queued records fail with it, even
+# those sent once that the broker may have written (producer/sender.py reads back before resending).
 TOPIC_UNKNOWN = {KafkaError._UNKNOWN_TOPIC, KafkaError._UNKNOWN_PARTITION, KafkaError.UNKNOWN_TOPIC_OR_PART}
 # How long produce() waits for it, then raises: librdkafka's delivery timeout (message.timeout.ms,
 # 300 s by default), the bound it keeps for a record already queued.

@@ -14,13 +14,11 @@ import random
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
 from decimal import Decimal
 from itertools import count, islice, repeat
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import Producer
 
 from kafka_project.cli import (
     add_env_flag,
@@ -34,10 +32,10 @@ from kafka_project.cli import (
     silence_stdout,
     stop_on_signals,
 )
-from kafka_project.cluster import TOPIC_UNKNOWN, TOPIC_UNKNOWN_WAIT_S, client_config, produce, wait_for_topics
-from kafka_project.errors import UserError
+from kafka_project.cluster import TOPIC_UNKNOWN_WAIT_S, client_config, wait_for_topics
 from kafka_project.order_codec import Order, OrderCodec
 from kafka_project.producer.progress import Advance, progress_bar
+from kafka_project.producer.sender import DeliveryReport, OrderSender
 
 PRODUCTS = ["Laptop", "Phone", "Tablet", "Headphones", "Monitor", "Keyboard", "Mouse", "Camera"]
 PRICE_CENTS = (500, 150_000)  # $5.00 to $1,500.00
@@ -120,104 +118,6 @@ def order_keys(customers: int | None, seed: int | None) -> Iterator[str | None]:
     return (f"customer-{1 + int(rng.random() * customers)}" for _ in count())
 
 
-@dataclass
-class Unsent:
-    """An order librdkafka gave back because the topic was unknown, with when that first happened."""
-
-    key: bytes | None
-    value: bytes | None
-    since: float
-
-
-class DeliveryReport:
-    """The delivery callback: prints each delivery (unless quiet), counts the failures and keeps the
-    orders to send again."""
-
-    def __init__(self, quiet: bool) -> None:
-        self.quiet = quiet
-        self.failed = 0
-        self.unsent: deque[Unsent] = deque()
-        self.stdout_closed = False  # a delivery line met a closed stdout: no more of them
-
-    def __call__(self, err: KafkaError | None, msg: Message) -> None:
-        if err is not None and err.code() in TOPIC_UNKNOWN:
-            if not self.unsent:
-                print(
-                    f"Waiting: topic '{msg.topic()}' is unknown to the broker (restarting?)", file=sys.stderr
-                )
-            self.unsent.append(Unsent(msg.key(), msg.value(), time.monotonic()))
-        elif err is not None:
-            self.failed += 1
-            key = (msg.key() or b"").decode(errors="replace")  # the orderId, or a customer id
-            print(f"Delivery failed for the order keyed {key}: {err.str()}", file=sys.stderr)
-        elif not self.quiet and not self.stdout_closed:
-            try:
-                print(f"Message delivered to {msg.topic()} [{msg.partition()}]")
-            except BrokenPipeError:  # raised here, it would stop flush() serving the other reports
-                silence_stdout()
-                self.stdout_closed = True
-
-
-class TopicUnknownError(UserError):
-    """The topic stayed unknown to the broker for TOPIC_UNKNOWN_WAIT_S."""
-
-
-class OrderSender:
-    """Hands orders to librdkafka, waits out a topic that is briefly unknown, and sends again what
-    librdkafka failed for it. An order sent again lands after orders of its key sent meanwhile: a
-    restart can reorder a key's orders (librdkafka fails a partition's queue in order, and that
-    order is kept among the ones sent again)."""
-
-    def __init__(self, producer: Producer, topic: str, report: DeliveryReport) -> None:
-        self.producer = producer
-        self.topic = topic
-        self.report = report
-        self.handed_over = 0  # new orders librdkafka took (sent again ones are not counted again)
-        self.gave_up: TopicUnknownError | None = None  # flush() stopped sending again
-
-    def send(self, key: bytes | None, value: bytes | None, since: float | None = None) -> None:
-        """TopicUnknownError once the topic has been unknown for TOPIC_UNKNOWN_WAIT_S (`since`: when
-        librdkafka gave back an order sent again; None for a new order)."""
-        if since is not None and time.monotonic() - since > TOPIC_UNKNOWN_WAIT_S:
-            raise self.unknown_for_too_long()
-        try:
-            produce(self.producer, self.topic, key=key, value=value)
-        except KafkaException as exc:
-            if exc.args[0].code() not in TOPIC_UNKNOWN:
-                raise
-            raise self.unknown_for_too_long() from None
-        self.handed_over += since is None
-
-    def unknown_for_too_long(self) -> TopicUnknownError:
-        return TopicUnknownError(
-            f"topic '{self.topic}' unknown to the broker for {TOPIC_UNKNOWN_WAIT_S:.0f} s; stopped"
-        )
-
-    def send_again(self) -> None:
-        """The orders librdkafka gave back since the last call, in the order it gave them back."""
-        while self.report.unsent:
-            unsent = self.report.unsent[0]
-            self.send(unsent.key, unsent.value, unsent.since)
-            self.report.unsent.popleft()
-
-    def poll(self, timeout_s: float = 0) -> None:
-        self.producer.poll(timeout_s)
-        self.send_again()
-
-    def flush(self, timeout_s: float) -> int:
-        """Wait for every order, sending again what comes back; how many are still not delivered.
-        Past TOPIC_UNKNOWN_WAIT_S it stops sending again (gave_up says why)."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            undelivered = self.producer.flush(max(0.0, deadline - time.monotonic()))
-            if not self.report.unsent or time.monotonic() >= deadline or self.gave_up:
-                return undelivered + len(self.report.unsent)
-            try:
-                self.send_again()
-            except TopicUnknownError as exc:
-                self.gave_up = exc
-
-
 def wait_serving_callbacks(sender: OrderSender, until: float, stop: threading.Event) -> None:
     """Sleep between orders while delivery reports keep printing as they arrive."""
     while not stop.is_set() and (left := until - time.monotonic()) > 0:
@@ -230,7 +130,7 @@ def main(args: argparse.Namespace) -> int:
     # One delivery callback for the producer, not one handed over with every order.
     config = producer_config(args.bootstrap_servers, report_successes=not args.quiet)
     producer = Producer({**config, "on_delivery": report})
-    sender = OrderSender(producer, args.topic, report)
+    sender = OrderSender(producer, args.bootstrap_servers, args.topic, report)
     stop = stop_on_signals()
     if not wait_for_topics(producer, args.bootstrap_servers, [args.topic], args.wait_for_topics, stop):
         return 0
@@ -246,6 +146,12 @@ def main(args: argparse.Namespace) -> int:
         if undelivered and not sender.gave_up:
             print(
                 f"error: {undelivered} orders not delivered within {FLUSH_TIMEOUT_S:.0f} s", file=sys.stderr
+            )
+        if sender.found_written:
+            print(
+                f"{sender.found_written} orders librdkafka gave back were in the topic already: "
+                "not sent again",
+                file=sys.stderr,
             )
         failed = report.failed + undelivered
         sent = sender.handed_over

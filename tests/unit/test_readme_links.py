@@ -1,5 +1,5 @@
 """Every relative link in README.md leads somewhere: the file exists, and an anchor names one of its
-headings (mkdocs build --strict checks the links inside docs/; the README is outside the site).
+headings, as GitHub names their anchors (mkdocs build --strict checks the links inside docs/).
 The docs map is one table in two places, README.md and docs/index.md: the same rows, every page."""
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from functools import cache
 from pathlib import Path
 
 import yaml
-from markdown.extensions.toc import slugify  # how the docs site names its headings' anchors
 
 ROOT = Path(__file__).resolve().parents[2]
 LINK = re.compile(r"\]\(([^)\s]+)\)")
@@ -25,7 +24,15 @@ def relative_links(markdown_text: str) -> list[str]:
 def anchors(markdown_path: Path) -> set[str]:
     prose = FENCE.sub("", markdown_path.read_text(encoding="utf-8"))
     headings = re.findall(r"^#+ (.+)$", prose, re.MULTILINE)
-    return {slugify(heading, "-") for heading in headings}
+    return {github_anchor(heading) for heading in headings}
+
+
+def github_anchor(heading: str) -> str:
+    """How GitHub names a heading's anchor, where the README's links are followed: lower case,
+    every character but letters, digits, spaces, hyphens and underscores dropped, spaces hyphens.
+    (The docs site names some differently; mkdocs build --strict checks the site's own links.)"""
+    kept = "".join(c for c in heading.lower() if c.isalnum() or c in " -_")
+    return kept.replace(" ", "-")
 
 
 def test_every_relative_link_in_the_readme_resolves() -> None:
