@@ -37,7 +37,7 @@ from kafka_project.cli import (
 )
 from kafka_project.cluster import client_config, refused_settings_text, wait_for_topics
 from kafka_project.consumer.exactly_once import ExactlyOnceProcessor
-from kafka_project.consumer.flags import add_processing_flags, refuse_shared_topics
+from kafka_project.consumer.flags import MAX_RETRY_WAIT_S, add_processing_flags, refuse_shared_topics
 from kafka_project.consumer.group_protocol import (
     GROUP_PROTOCOLS,
     group_settings,
@@ -57,9 +57,6 @@ from kafka_project.order_codec import OrderCodec
 from kafka_project.transactions import transactional_producer_config
 
 BATCH_SIZE = 500
-# Retries wait in memory, holding their partition's commit position: waits longer than this
-# belong in a durable retry topic (see the README), not in a consumer's memory.
-MAX_RETRY_WAIT_S = 10.0
 POLL_TIMEOUT_S = 0.5
 DEFAULT_MAX_IN_FLIGHT = 10000
 # The record values of orders in progress, at most: 10,000 orders of the largest size an order may

@@ -6,6 +6,10 @@ import argparse
 
 from kafka_project.cli import add_env_flag, env_default, fraction, non_negative, positive_int
 
+# Retries wait in memory, holding their partition's commit position: waits longer than this
+# belong in a durable retry topic (docs: Retries and the DLQ), not in a consumer's memory.
+MAX_RETRY_WAIT_S = 10.0
+
 
 def add_processing_flags(parser: argparse.ArgumentParser) -> None:
     add_env_flag(parser, "--topic", "ORDERS_TOPIC", "orders", "topic to consume")
@@ -36,7 +40,8 @@ def add_processing_flags(parser: argparse.ArgumentParser) -> None:
         type=non_negative(float),
         default=0.1,
         metavar="SECONDS",
-        help="wait after failed try k is k times this (default %(default)s)",
+        help="wait after failed try k is k times this (default %(default)s); consumer.py takes at most "
+        f"{MAX_RETRY_WAIT_S:.0f} s of waits per order in all",
     )
     parser.add_argument("--seed", type=int, default=None, help="make the simulated failures repeatable")
     parser.add_argument(
