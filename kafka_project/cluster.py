@@ -196,6 +196,12 @@ def existing_topics(client: Consumer | Producer, bootstrap_servers: str) -> set[
 def refuse_if_credentials_rejected(client: Consumer | Producer, bootstrap_servers: str) -> None:
     record_pending_errors(client)
     if _last_client_error is not None and _last_client_error.code() == KafkaError._AUTHENTICATION:
+        if "mechanism handshake failed" in _last_client_error.str():  # no SASL at that address
+            raise UserError(
+                f"Kafka at {bootstrap_servers} did not take SASL ({_last_client_error.str()}); is it a "
+                "SASL listener? --bootstrap-servers and KAFKA_BOOTSTRAP_SERVERS win over "
+                "bootstrap.servers in --config"
+            ) from None
         raise UserError(
             f"Kafka at {bootstrap_servers} rejected the credentials ({_last_client_error.str()}); "
             "check sasl.username and sasl.password in --config"

@@ -65,3 +65,22 @@ def test_wrong_credentials_are_one_clear_line(tmp_path):
     assert lines[0].startswith(f"error: Kafka at {SASL_SERVERS} rejected the credentials")
     assert "Invalid username or password" in lines[0]
     assert "wrong-password" not in result.stderr
+
+
+def test_sasl_settings_against_a_plaintext_listener_name_the_likely_cause(bootstrap_servers, tmp_path):
+    """KAFKA_BOOTSTRAP_SERVERS, set for step 3 of the README, wins over bootstrap.servers in the
+    file: the SASL settings then meet the PLAINTEXT listener. The line says so, not 'credentials'."""
+    result = run_script(
+        "producer",
+        "--config",
+        properties(tmp_path, "alice-secret"),
+        "--count",
+        "1",
+        KAFKA_BOOTSTRAP_SERVERS=bootstrap_servers,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"error: Kafka at {bootstrap_servers} did not take SASL"), lines[0]
+    assert "KAFKA_BOOTSTRAP_SERVERS" in lines[0]
