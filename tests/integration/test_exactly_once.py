@@ -12,6 +12,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 
 from kafka_project.consumer import consumer
 from kafka_project.consumer.processor import OrderProcessor
+from kafka_project.cluster import partitions_with_open_transactions
 from kafka_project.consumer.state import aggregate_from_metadata, read_states
 from kafka_project.order_codec import OrderCodec
 
@@ -238,9 +239,12 @@ def test_a_stall_longer_than_the_transaction_timeout_counts_nothing_twice(bootst
     consume_in_process(args, between_batches=stall_after_50_orders, producer_class=StallingProducer)
 
     assert StallingProducer.stalled, "the consumer never committed after 50 orders"
-    assert "transaction lost (" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "transaction lost (" in err
     expected = expected_aggregate(orders_to_count(bootstrap_servers, topics))
-    assert expected.count < 2000, "with the default failure rate some orders reach the DLQ"
+    # Seen once beside the walk-through test: no DLQ copy visible. What was open, and what it said:
+    open_in_dlq = partitions_with_open_transactions(bootstrap_servers, topics.dlq)
+    assert expected.count < 2000, f"no DLQ copy; DLQ partitions in a transaction: {open_in_dlq}; {err}"
     (committed,) = kafka_offsets(bootstrap_servers, topics)
     assert (committed.offset, aggregate_from_metadata(committed.metadata)) == (2000, expected)
 
