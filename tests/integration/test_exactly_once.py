@@ -10,9 +10,9 @@ from typing import ClassVar
 import pytest
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+from kafka_project.cluster import partitions_with_open_transactions
 from kafka_project.consumer import consumer
 from kafka_project.consumer.processor import OrderProcessor
-from kafka_project.cluster import partitions_with_open_transactions
 from kafka_project.consumer.state import aggregate_from_metadata, read_states
 from kafka_project.order_codec import OrderCodec
 
