@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from kafka_project.cluster import client_config
-from kafka_project.dlq.headers import DLQ_MAX_MESSAGE_BYTES
+from kafka_project.dlq.headers import DLQ_MAX_MESSAGE_BYTES, DLQ_QUEUE_KBYTES
 
 TRANSACTION_TIMEOUT_MS = 10000
 
@@ -20,5 +20,6 @@ def transactional_producer_config(bootstrap_servers: str, transactional_id: str)
             "linger.ms": 5,
             "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
             "message.max.bytes": DLQ_MAX_MESSAGE_BYTES,
+            "queue.buffering.max.kbytes": DLQ_QUEUE_KBYTES,  # its DLQ copies' bound
         },
     )

@@ -41,6 +41,7 @@ from kafka_project.cluster import TOPIC_UNKNOWN, client_config, produce, read_to
 from kafka_project.dlq import replay
 from kafka_project.dlq.headers import (
     DLQ_MAX_MESSAGE_BYTES,
+    DLQ_QUEUE_KBYTES,
     DLQ_TOPIC_CONFIG,
     Headers,
     describe,
@@ -69,7 +70,12 @@ def dlq_producer_config(bootstrap_servers: str) -> dict:
     # Idempotent with acks=all: a DLQ copy, once acknowledged, is durable and written once.
     return client_config(
         bootstrap_servers,
-        **{"enable.idempotence": True, "linger.ms": 5, "message.max.bytes": DLQ_MAX_MESSAGE_BYTES},
+        **{
+            "enable.idempotence": True,
+            "linger.ms": 5,
+            "message.max.bytes": DLQ_MAX_MESSAGE_BYTES,
+            "queue.buffering.max.kbytes": DLQ_QUEUE_KBYTES,
+        },
     )
 
 

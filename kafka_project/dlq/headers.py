@@ -16,6 +16,10 @@ HEADER_PREFIX = "dlq."
 # producers that write to it allow as much.
 DLQ_MAX_MESSAGE_BYTES = 2 * 1024 * 1024
 DLQ_TOPIC_CONFIG = {"max.message.bytes": str(DLQ_MAX_MESSAGE_BYTES)}
+# DLQ copies waiting in librdkafka's queue, at most (queue.buffering.max.kbytes, 1 GiB by default):
+# poison records of ~1 MB each, read faster than the broker takes their copies, filled it (1.4 GB of
+# RSS for 1,500). Full, produce() waits: the consumer reads no faster than the DLQ takes.
+DLQ_QUEUE_KBYTES = 32 * 1024
 # A consumed record's headers, as librdkafka hands them over: (name, value or None) pairs.
 ReceivedHeaders = list[tuple[str, bytes | None]]
 # Keeps the headers' size small and known, so a DLQ copy always fits (see DLQ_MAX_MESSAGE_BYTES).

@@ -134,33 +134,67 @@ def main(args: argparse.Namespace) -> int:
     stop = stop_on_signals()
     if not wait_for_topics(producer, args.bootstrap_servers, [args.topic], args.wait_for_topics, stop):
         return 0
+    interrupted: KeyboardInterrupt | None = None
     try:
         if not args.quiet:
             print(f"Starting Kafka Producer...\nSending orders to '{args.topic}' topic\n")
         with progress_bar(args.count, args.topic) as progress:
             send_orders(args, codec, sender, progress, stop)
+    except KeyboardInterrupt as exc:  # a second Ctrl-C: stop now, but still say what was delivered
+        interrupted = exc
     finally:
         # Whatever ended the run (the count, Ctrl-C, a closed stdout, an error): what was handed to
         # librdkafka is delivered or counted as failed, and the summary says which.
-        undelivered = sender.flush(FLUSH_TIMEOUT_S)
-        if undelivered and not sender.gave_up:
-            print(
-                f"error: {undelivered} orders not delivered within {FLUSH_TIMEOUT_S:.0f} s", file=sys.stderr
-            )
-        if sender.found_written:
-            print(
-                f"{sender.found_written} orders librdkafka gave back were in the topic already: "
-                "not sent again",
-                file=sys.stderr,
-            )
-        failed = report.failed + undelivered
-        sent = sender.handed_over
-        print_even_if_stdout_closed(f"Summary: sent={sent} delivered={sent - failed} failed={failed}", report)
+        failed, interrupted = finish_sending(sender, interrupted)
+    if interrupted:
+        raise interrupted
     if sender.gave_up:
         raise sender.gave_up
     if report.stdout_closed:
         raise BrokenPipeError  # run() says so and exits as a Unix tool does
     return 1 if failed else 0
+
+
+def finish_sending(
+    sender: OrderSender, interrupted: KeyboardInterrupt | None
+) -> tuple[int, KeyboardInterrupt | None]:
+    """Flush (bounded; not at all after a second Ctrl-C, which also ends a flush), then the
+    summary. The orders that failed, and the second Ctrl-C to raise once the summary is out."""
+    report = sender.report
+    undelivered = 0
+    if interrupted is None:
+        try:
+            undelivered = flush_saying_so(sender)
+        except KeyboardInterrupt as exc:
+            interrupted = exc
+    if interrupted is not None:
+        sender.producer.poll(0)  # the delivery reports already in count as delivered
+        undelivered = len(sender.producer) + len(report.unsent)
+        print(f"error: stopped with {undelivered} orders not confirmed delivered", file=sys.stderr)
+    elif undelivered and not sender.gave_up:
+        print(f"error: {undelivered} orders not delivered within {FLUSH_TIMEOUT_S:.0f} s", file=sys.stderr)
+    if sender.found_written:
+        print(
+            f"{sender.found_written} orders librdkafka gave back were in the topic already: not sent again",
+            file=sys.stderr,
+        )
+    failed = report.failed + undelivered
+    sent = sender.handed_over
+    print_even_if_stdout_closed(f"Summary: sent={sent} delivered={sent - failed} failed={failed}", report)
+    return failed, interrupted
+
+
+def flush_saying_so(sender: OrderSender) -> int:
+    """Wait for every order (FLUSH_TIMEOUT_S at most); a wait longer than a second says so."""
+    undelivered = sender.flush(1.0)
+    if undelivered == 0:
+        return 0
+    print(
+        f"Waiting for {undelivered} orders to be delivered (up to {FLUSH_TIMEOUT_S:.0f} s; "
+        "Ctrl-C again to stop now)",
+        file=sys.stderr,
+    )
+    return sender.flush(FLUSH_TIMEOUT_S - 1.0)
 
 
 def print_even_if_stdout_closed(line: str, report: DeliveryReport) -> None:
