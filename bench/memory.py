@@ -67,3 +67,27 @@ def outage_rss(broker: Broker, topic: str, seconds: float) -> float:
     process.kill()
     process.wait(60)
     return highest
+
+
+POISON = b"\xc3\x01" + bytes(900_000)  # a single-object marker, then nothing an order can be
+
+
+def poison_topic(broker: Broker, count: int) -> str:
+    topic = broker.topic("poison")
+    producer = Producer({"bootstrap.servers": broker.bootstrap})
+    for i in range(count):
+        produce(producer, topic, key=str(i).encode(), value=POISON)
+    producer.flush(120)
+    return topic
+
+
+def poison_rss(broker: Broker, topic: str) -> float:
+    """The consumer's highest RSS while it sends every record of the topic, each poison, to the
+    DLQ: the copies waiting in librdkafka's queue are bounded (DLQ_QUEUE_KBYTES), not the backlog."""
+    command = broker.consumer_command(topic, "--idle-timeout", "3")
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL)
+    highest = 0.0
+    while process.poll() is None:
+        highest = max(highest, rss_mb(process.pid))
+        time.sleep(0.2)
+    return highest

@@ -233,6 +233,17 @@ def main() -> int:
         )
     )
 
+    poison = broker.size(1_500)
+    figures["rss_mb_poison"] = memory.poison_rss(broker, memory.poison_topic(broker, poison))
+    rows.append(
+        (
+            f"consumer RSS, {poison:,} poison records of {len(memory.POISON) // 1000} KB, all to the DLQ",
+            f"{figures['rss_mb_poison']:.0f} MB",
+            "DLQ queue 32 MiB",
+            "bounded",
+        )
+    )
+
     print(format_table(rows))
     print(f"machine: {figures['machine']}; broker: local Kafka 3.9.2 on the same machine")
     draw(by_failure_rate, {name: figures["e2e_ms"][name] for name in figures["e2e_ms"]}, args.chart)

@@ -27,6 +27,7 @@ KEYS = (
     "rss_mb_10k",
     "rss_mb_1m",
     "rss_mb_outage_large",
+    "rss_mb_poison",
     "registry_encode_us",
     "registry_decode_us",
     "registry_producer_orders_per_s",
