@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import signal
 import sys
@@ -88,7 +89,7 @@ def add_wait_for_topics_flag(
     env = env_default("WAIT_FOR_TOPICS", None)
     parser.add_argument(
         "--wait-for-topics",
-        type=non_negative(float),
+        type=seconds,
         default=default if env is None else env,  # argparse converts a string default with `type`
         metavar="SECONDS",
         help="when a topic is missing, wait this long for it to be created, then exit with an error; "
@@ -186,6 +187,20 @@ def checked(
 
 def non_negative(kind: Callable[[str], Number]) -> Callable[[str], Number]:
     return checked(kind, lambda value: value >= 0, "is negative")
+
+
+# Any time a flag gives: a day at most (time.sleep() refuses some larger ones; inf is no time).
+MAX_SECONDS = 86_400.0
+
+
+def seconds(text: str) -> float:
+    """An argparse type for a time in seconds: 0 to MAX_SECONDS."""
+    value = checked(float, lambda number: not math.isnan(number), "is not a number")(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is negative")
+    if value > MAX_SECONDS:
+        raise argparse.ArgumentTypeError(f"{text} is not a time of at most {MAX_SECONDS:.0f} s (a day)")
+    return value
 
 
 fraction = checked(float, lambda value: 0.0 <= value <= 1.0, "is not between 0 and 1")

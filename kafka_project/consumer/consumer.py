@@ -119,6 +119,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = build_parser()
     args = parse_with_connection(parser, argv)
     refuse_shared_topics(parser, args)
+    if args.group_protocol not in GROUP_PROTOCOLS:  # argparse checks a flag's choices, not an env default
+        parser.error(
+            f"KAFKA_GROUP_PROTOCOL={args.group_protocol!r} is not one of {', '.join(GROUP_PROTOCOLS)}"
+        )
     if RetryPolicy(args.max_attempts, args.retry_backoff).worst_case_s() > MAX_RETRY_WAIT_S:
         parser.error(
             f"--max-attempts {args.max_attempts} with --retry-backoff {args.retry_backoff} waits over "

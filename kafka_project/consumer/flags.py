@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from kafka_project.cli import add_env_flag, env_default, fraction, non_negative, positive_int
+from kafka_project.cli import add_env_flag, checked, env_default, fraction, seconds
 
 # Retries wait in memory, holding their partition's commit position: waits longer than this
 # belong in a durable retry topic (docs: Retries and the DLQ), not in a consumer's memory.
 MAX_RETRY_WAIT_S = 10.0
+MAX_ATTEMPTS = 1000  # far above any use; bounds the work a typo could ask for
+attempts = checked(
+    int, lambda value: 1 <= value <= MAX_ATTEMPTS, f"is not a whole number from 1 to {MAX_ATTEMPTS}"
+)
 
 
 def add_processing_flags(parser: argparse.ArgumentParser) -> None:
@@ -23,7 +27,7 @@ def add_processing_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--work-time",
-        type=non_negative(float),
+        type=seconds,
         default=0.0,
         metavar="SECONDS",
         help="time each processing try takes (a payment or stock call in a real service; "
@@ -31,13 +35,13 @@ def add_processing_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--max-attempts",
-        type=positive_int,
+        type=attempts,
         default=3,
         help="tries per order before it goes to the DLQ (default %(default)s)",
     )
     parser.add_argument(
         "--retry-backoff",
-        type=non_negative(float),
+        type=seconds,
         default=0.1,
         metavar="SECONDS",
         help="wait after failed try k is k times this (default %(default)s); consumer.py takes at most "
@@ -46,7 +50,7 @@ def add_processing_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=None, help="make the simulated failures repeatable")
     parser.add_argument(
         "--idle-timeout",
-        type=non_negative(float),
+        type=seconds,
         default=None,
         metavar="SECONDS",
         help="exit after this long without a new record (default: run until Ctrl-C)",

@@ -29,6 +29,7 @@ from kafka_project.cli import (
     parse_with_connection,
     positive_int,
     run,
+    seconds,
     silence_stdout,
     stop_on_signals,
 )
@@ -54,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--interval",
-        type=non_negative(float),
+        type=seconds,
         default=1.0,
         metavar="SECONDS",
         help="pause between orders; 0 = as fast as possible (default %(default)s)",

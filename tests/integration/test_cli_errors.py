@@ -137,7 +137,12 @@ def test_producer_waits_for_a_topic_created_meanwhile(bootstrap_servers, tmp_pat
         (["--metrics-port", "70000"], "70000 is not a port number (1-65535)"),
         (["--wait-for-topics", "-5"], "-5 is negative"),
         (["--failure-rate", "1.5"], "1.5 is not between 0 and 1"),
-        (["--max-attempts", "0"], "0 is not a positive whole number"),
+        (["--max-attempts", "0"], "0 is not a whole number from 1 to 1000"),
+        # From a hostile review: each was a traceback, or a start that never came.
+        (["--max-attempts", "99999999999999999999"], "is not a whole number from 1 to 1000"),
+        (["--work-time", "inf"], "inf is not a time of at most 86400 s (a day)"),
+        (["--work-time", "1e10"], "1e10 is not a time of at most 86400 s (a day)"),
+        (["--idle-timeout", "nan"], "nan is not a number"),
         (["--retry-backoff", "-1"], "-1 is negative"),
         (["--schema", "/no/such/order.avsc"], "cannot read schema file /no/such/order.avsc"),
         (["--max-attempts", "20", "--retry-backoff", "1"], "waits over 10 s per order"),
@@ -147,6 +152,15 @@ def test_invalid_input_exits_2(args, message):
     result = run_script("consumer", *args, timeout=30)
     assert result.returncode == 2
     assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_an_invalid_group_protocol_from_the_environment_exits_2():
+    """argparse checks a flag's choices but not a default from the environment: it was a KeyError."""
+    result = run_script("consumer", timeout=30, KAFKA_GROUP_PROTOCOL="bogus")
+    assert result.returncode == 2
+    refusal = "KAFKA_GROUP_PROTOCOL='bogus' is not one of classic, classic-cooperative, consumer"
+    assert refusal in result.stderr
     assert "Traceback" not in result.stderr
 
 
