@@ -65,7 +65,8 @@ class DeadLetter:
     label: str
 
 
-Outcome = Decimal | DeadLetter  # what a done record adds to the committed state: a price, or a DLQ copy
+# What a done record adds to the committed state: a price, a DLQ copy, or nothing (passed over).
+Outcome = Decimal | DeadLetter | None
 
 
 @dataclass
@@ -182,6 +183,10 @@ class ExactlyOnceProcessor(OrderProcessor):
         self.settled[key][offset] = DeadLetter(msg, error, attempts, label)
         self.offsets.done(key, offset)
 
+    def skip(self, partition: PartitionKey, offset: int) -> None:
+        self.settled[partition][offset] = None
+        self.offsets.done(partition, offset)
+
     def running_average(self) -> RunningAverage:
         return combined(list(self.counted.values()))
 
@@ -253,7 +258,7 @@ class ExactlyOnceProcessor(OrderProcessor):
             if isinstance(outcome, DeadLetter):
                 self.dlq.send(outcome.msg, outcome.error, outcome.attempts, on_acked=lambda: None)
                 txn.dead_letter_labels.append(outcome.label)
-            else:
+            elif outcome is not None:  # None: passed over, counted by nothing
                 aggregate.add(outcome)
         txn.aggregates[key] = aggregate
         return aggregate

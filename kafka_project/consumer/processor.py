@@ -22,7 +22,7 @@ from kafka_project.consumer.registry_wait import RegistryWait
 from kafka_project.consumer.retry import RetryPolicy, SimulatedFailures, TemporaryProcessingError
 from kafka_project.consumer.schedule import RetrySchedule, Work, lane_of
 from kafka_project.dlq.dlq_producer import DeadLetterPublisher
-from kafka_project.dlq.headers import describe
+from kafka_project.dlq.headers import describe, replayed_for
 from kafka_project.errors import UserError
 from kafka_project.order_codec import MAX_RECORD_BYTES, OrderCodec, OrderDecodeError
 from kafka_project.registry import RegistryUnavailableError
@@ -71,6 +71,11 @@ class LineNaming:
         self.last = ""
 
 
+def passed_over(count: int) -> str:
+    """The summary's last field, there only when a replayed record was passed over."""
+    return f" passed_over={count}" if count else ""
+
+
 class OrderProcessor:
     """Decode, try, retry, count or dead-letter: the part of the consumer both delivery modes share.
 
@@ -100,6 +105,7 @@ class OrderProcessor:
         self.names = LineNaming()
         self.retries = 0
         self.dead_lettered = 0
+        self.passed_over = 0  # replayed for another group: done, not counted
         self.errors = 0  # consume errors and aborted transactions (client errors are counted in cluster)
         # Called after every try, e.g. to refresh the live view in the middle of a slow batch.
         self.after_each_record: Callable[[], None] = lambda: None
@@ -123,6 +129,12 @@ class OrderProcessor:
     def receive(self, msg: Message, partition: PartitionKey, offset: int) -> None:
         """A record just polled: poison goes to the DLQ, an order gets its first try now, or
         after the orders of its key that came before it."""
+        if (owner := replayed_for(msg)) is not None and owner != self.dlq.group_id:
+            self.names.forget()
+            self.say(f"Passed over {describe(msg)}: replayed for group {owner}, counted here already")
+            self.passed_over += 1
+            self.skip(partition, offset)
+            return
         try:
             order = self.codec.decode_record(msg)
         except OrderDecodeError as exc:  # poison: retrying cannot fix bytes
@@ -278,6 +290,7 @@ class OrderProcessor:
         return (
             f"Summary: processed={average.count} dlq={self.dead_lettered} "
             f"retries={self.retries} total={average.total_price} avg={average.avg}"
+            f"{passed_over(self.passed_over)}"
         )
 
     # -- what differs between delivery modes ------------------------------------------------
@@ -285,6 +298,10 @@ class OrderProcessor:
         raise NotImplementedError
 
     def dead_letter(self, msg: Message, error: Exception, attempts: int, label: str) -> None:
+        raise NotImplementedError
+
+    def skip(self, partition: PartitionKey, offset: int) -> None:
+        """A record done without counting it: replayed from the DLQ for another group."""
         raise NotImplementedError
 
     def running_average(self) -> RunningAverage:
@@ -359,6 +376,9 @@ class AtLeastOnceProcessor(OrderProcessor):
     def count(self, work: Work) -> None:
         self.aggregate.add(work.order.price)
         self.offsets.done(work.partition, work.offset)
+
+    def skip(self, partition: PartitionKey, offset: int) -> None:
+        self.offsets.done(partition, offset)
 
     def running_average(self) -> RunningAverage:
         return self.aggregate

@@ -33,12 +33,12 @@ from confluent_kafka import (
 
 from kafka_project.cluster import is_fatal, produce
 from kafka_project.consumer.aggregate import RunningAverage
-from kafka_project.consumer.processor import LineNaming
+from kafka_project.consumer.processor import LineNaming, passed_over
 from kafka_project.consumer.retry import RetryPolicy, SimulatedFailures, TemporaryProcessingError
 from kafka_project.consumer.share_group import DELIVERY_LIMIT, ShareGroupLimits
 from kafka_project.consumer.state import ConsumerState
 from kafka_project.dlq.dlq_producer import REFUSED_FOR_GOOD, DeadLetterPublisher
-from kafka_project.dlq.headers import describe
+from kafka_project.dlq.headers import describe, replayed_for
 from kafka_project.errors import UserError
 from kafka_project.order_codec import Order, OrderCodec, OrderDecodeError
 from kafka_project.registry import RegistryUnavailableError
@@ -59,6 +59,7 @@ class Outcome(Enum):
     COUNTED = "counted"
     DEAD_LETTERED = "dead-lettered"
     RELEASED = "released"
+    PASSED_OVER = "passed over"  # replayed from the DLQ for another group: accepted, not counted
 
 
 @dataclass(eq=False)
@@ -101,6 +102,7 @@ class ShareProcessor:
         self.names = LineNaming()
         self.retries = 0  # failed tries released for another delivery
         self.dead_lettered = 0
+        self.passed_over = 0  # replayed for another group: done, not counted
         self.errors = 0
 
     # -- one batch ---------------------------------------------------------------------------
@@ -137,6 +139,12 @@ class ShareProcessor:
 
     def decide(self, msg: Message) -> Decision:
         decision, delivery = Decision(msg), self.delivery(msg)
+        if (owner := replayed_for(msg)) is not None and owner != self.group:
+            self.names.forget()
+            self.say(f"Passed over {describe(msg)}: replayed for group {owner}, counted here already")
+            decision.outcome = Outcome.PASSED_OVER  # durable at once (counted_as 0): accepted
+            self.passed_over += 1
+            return decision
         try:
             decision.order = self.codec.decode_record(msg)
         except OrderDecodeError as exc:  # poison: no delivery can fix the bytes
@@ -299,4 +307,5 @@ class ShareProcessor:
         return (
             f"Summary: processed={self.aggregate.count} dlq={self.dead_lettered} "
             f"retries={self.retries} total={self.aggregate.total_price} avg={self.aggregate.avg}"
+            f"{passed_over(self.passed_over)}"
         )

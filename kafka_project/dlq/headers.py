@@ -57,6 +57,20 @@ def dlq_headers(
     return [*headers, *((HEADER_PREFIX + name, str(value).encode()) for name, value in added.items())]
 
 
+# Set by replay on each record it sends back: the group that dead-lettered it. The source topic is
+# shared by every group reading it; the others counted the order already, so they pass it over.
+REPLAY_GROUP_HEADER = f"{HEADER_PREFIX}replay.group"
+
+
+def replayed_for(msg: Message) -> str | None:
+    """The group a replayed record was sent back for; None for any other record."""
+    headers = msg.headers()
+    if not headers:  # most records: no header at all
+        return None
+    values = [value for name, value in cast(ReceivedHeaders, headers) if name == REPLAY_GROUP_HEADER]
+    return decoded(values[-1]) if values else None
+
+
 def decoded(value: bytes | None) -> str | None:
     return None if value is None else value.decode(errors="replace")
 

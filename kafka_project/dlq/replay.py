@@ -42,7 +42,13 @@ from kafka_project.cluster import (
     read_topic,
     require_topics,
 )
-from kafka_project.dlq.headers import DLQ_TOPIC_CONFIG, HEADER_PREFIX, describe, received_headers
+from kafka_project.dlq.headers import (
+    DLQ_TOPIC_CONFIG,
+    HEADER_PREFIX,
+    REPLAY_GROUP_HEADER,
+    describe,
+    received_headers,
+)
 from kafka_project.errors import UserError
 from kafka_project.transactions import transactional_producer_config
 
@@ -107,9 +113,10 @@ def decide(msg: Message, args: argparse.Namespace, topics: set[str]) -> Decision
     if replays >= args.max_replays:
         return Decision("refuse", f"replayed {replays} times already (--max-replays {args.max_replays})")
     kept = tuple((k, v) for k, v in received_headers(msg) if not k.startswith(HEADER_PREFIX))
-    return Decision(
-        "replay", target=target, headers=(*kept, (REPLAY_COUNT_HEADER, str(replays + 1).encode()))
-    )
+    added = [(REPLAY_COUNT_HEADER, str(replays + 1).encode())]
+    if (group := header(msg, f"{HEADER_PREFIX}consumer.group")) is not None:
+        added.append((REPLAY_GROUP_HEADER, group.encode()))  # the other groups counted it already
+    return Decision("replay", target=target, headers=(*kept, *added))
 
 
 def is_whole_number(text: str) -> bool:

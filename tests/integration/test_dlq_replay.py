@@ -29,6 +29,11 @@ from .conftest import (
 )
 
 
+def replayed_headers(topics) -> dict[str, str]:
+    """What replay adds to a record it sends back: its count, and the group that dead-lettered it."""
+    return {"dlq.replay.count": "1", "dlq.replay.group": topics.group}
+
+
 def replay(topics, *extra: str):
     result = run_script(
         "dlq", "replay", "--topic", topics.dlq, "--group-id", f"{topics.group}-replay", *extra
@@ -66,7 +71,7 @@ def test_replay_sends_each_record_back_once_and_refuses_loops(bootstrap_servers,
     replayed = records(bootstrap_servers, topics.orders)[5:]
     assert [m.value() for m in replayed] == [m.value() for m in originals]  # byte for byte, in order
     assert [m.key() for m in replayed] == [m.key() for m in originals]
-    assert all(headers_of(m) == {"dlq.replay.count": "1"} for m in replayed)
+    assert all(headers_of(m) == replayed_headers(topics) for m in replayed)
 
     fail_everything(topics)  # the cause is not fixed: the replayed orders fail again
     again = records(bootstrap_servers, topics.dlq)[5:]
@@ -253,7 +258,7 @@ def test_a_replay_the_original_topic_refuses_commits_nothing_and_runs_again_once
     set_topic_config(admin, topics.orders, "max.message.bytes", "1048588")
     assert summary(replay(topics))["replayed"] == "3"
     assert [headers_of(m) for m in records(bootstrap_servers, topics.orders)[3:]] == [
-        {"dlq.replay.count": "1"}
+        replayed_headers(topics)
     ] * 3
     assert committed_offset(bootstrap_servers, group, topics.dlq) == 3
 
@@ -305,5 +310,44 @@ def test_a_ctrl_c_after_each_step_of_a_replay_sends_each_record_back_once(
     assert sorted(m.value() for m in replayed) == sorted(
         m.value() for m in records(bootstrap_servers, topics.orders)[:3]
     )
-    assert all(headers_of(m) == {"dlq.replay.count": "1"} for m in replayed)
+    assert all(headers_of(m) == replayed_headers(topics) for m in replayed)
     assert committed_offset(bootstrap_servers, group, topics.dlq) == 3
+
+
+@pytest.mark.parametrize("mode", ["at-least-once", "exactly-once"])
+def test_a_replayed_order_is_counted_by_the_group_that_dead_lettered_it_only(bootstrap_servers, topics, mode):
+    """Replay writes back to the source topic, which every group reads: another group had counted
+    those orders already (a review, following the README's steps 3, 5 and 6: an exactly-once
+    group counted 100 orders of 60). It passes them over; the group that dead-lettered them counts them."""
+    produce_orders(topics.orders, 60, "--seed", "21")
+    first = run_script(
+        "consumer",
+        *consumer_args(
+            topics,
+            "--failure-rate",
+            "0.8",
+            "--seed",
+            "1",
+            "--retry-backoff",
+            "0",
+            "--idle-timeout",
+            "3",
+            "--quiet",
+        ),
+    )
+    assert first.returncode == 0, first.stderr
+    dead = int(summary(first)["dlq"])
+    assert 0 < dead < 60
+    assert summary(replay(topics))["replayed"] == str(dead)
+    replayed = [m for m in records(bootstrap_servers, topics.orders) if m.offset() >= 60]
+    assert {headers_of(m)["dlq.replay.group"] for m in replayed} == {topics.group}
+
+    other = [*consumer_args(topics, "--failure-rate", "0", "--idle-timeout", "3"), "--group-id", "another"]
+    if mode == "exactly-once":
+        other += ["--exactly-once"]
+    second = run_script("consumer", *other)
+    assert second.returncode == 0, second.stderr
+    assert summary(second)["processed"] == "60"  # each order once, not 60 + the replayed ones
+    assert second.stdout.count("replayed for group") == dead
+    again = run_script("consumer", *consumer_args(topics, "--failure-rate", "0", "--idle-timeout", "3"))
+    assert summary(again)["processed"] == str(dead)  # the group that dead-lettered them counts them now

@@ -172,3 +172,21 @@ def test_nothing_is_accepted_whose_count_or_dlq_copy_the_broker_does_not_hold():
     share, answers = processor(failure_rate=0.0, lock_s=0.3, acknowledges=False)
     share.handle([Record(0, 1), Record(1, 1, value=b"not an order")], threading.Event(), time.monotonic())
     assert answers.given == {0: AcknowledgeType.RELEASE, 1: AcknowledgeType.RELEASE}
+
+
+class ReplayedRecord(Record):
+    def __init__(self, offset: int, for_group: str) -> None:
+        super().__init__(offset, 1)
+        self.for_group = for_group
+
+    def headers(self):
+        return [("dlq.replay.count", b"1"), ("dlq.replay.group", self.for_group.encode())]
+
+
+def test_a_record_replayed_for_another_group_is_accepted_without_counting_it():
+    """Replay writes to the shared source topic: only the group that dead-lettered it counts it."""
+    share, answers = processor(failure_rate=0.0)
+    records = [ReplayedRecord(0, "order-consumer"), ReplayedRecord(1, "workers")]
+    share.handle(records, threading.Event(), time.monotonic())
+    assert answers.given == {0: AcknowledgeType.ACCEPT, 1: AcknowledgeType.ACCEPT}
+    assert (share.aggregate.count, share.dead_lettered) == (1, 0)  # only the one replayed for "workers"
