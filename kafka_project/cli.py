@@ -210,7 +210,7 @@ port_number = checked(int, lambda value: 1 <= value <= 65535, "is not a port num
 
 
 def stop_on_signals() -> threading.Event:
-    """The first Ctrl-C or SIGTERM asks for a clean stop. A second Ctrl-C stops the work at once
+    """The first Ctrl-C or SIGTERM asks for a clean stop. A second (of either) stops the work at once
     (KeyboardInterrupt) but still lets what is done be committed; a third quits on the spot."""
     stop = threading.Event()
 
@@ -220,6 +220,7 @@ def stop_on_signals() -> threading.Event:
 
     def request_stop(signum: int, _frame: object) -> None:
         signal.signal(signal.SIGINT, interrupt)  # first: a second Ctrl-C must not come back here
+        signal.signal(signal.SIGTERM, interrupt)  # nor a second SIGTERM (a supervisor's, say)
         # Handlers run on the main thread, which may be inside stop.wait() holding the Event's
         # lock (not reentrant): set() here could wait for it forever. Another thread can.
         threading.Thread(target=stop.set, daemon=True).start()

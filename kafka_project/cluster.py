@@ -342,20 +342,27 @@ TOPIC_UNKNOWN = {KafkaError._UNKNOWN_TOPIC, KafkaError._UNKNOWN_PARTITION, Kafka
 TOPIC_UNKNOWN_WAIT_S = 300.0
 
 
-def produce(producer: Producer, topic: str, **record: Unpack[Record]) -> None:
+def produce(
+    producer: Producer, topic: str, stop: threading.Event | None = None, **record: Unpack[Record]
+) -> None:
     """Producer.produce that waits for room when the local queue is full instead of failing, and
-    for a topic that is briefly unknown (up to TOPIC_UNKNOWN_WAIT_S, then KafkaException)."""
+    for a topic that is briefly unknown (up to TOPIC_UNKNOWN_WAIT_S, then KafkaException). Once
+    `stop` is set it waits no more: BufferError, or the KafkaException, at once."""
     unknown_since = None
     while True:
         try:
             producer.produce(topic, **record)
             return
         except BufferError:
+            if stop is not None and stop.is_set():
+                raise
             producer.poll(0.1)  # serving delivery reports frees queue space
         except KafkaException as exc:
             now = time.monotonic()
             unknown_since = unknown_since or now
             if exc.args[0].code() not in TOPIC_UNKNOWN or now - unknown_since > TOPIC_UNKNOWN_WAIT_S:
+                raise
+            if stop is not None and stop.is_set():
                 raise
             producer.poll(0.2)
 

@@ -60,15 +60,19 @@ def dlq_headers(
 # Set by replay on each record it sends back: the group that dead-lettered it. The source topic is
 # shared by every group reading it; the others counted the order already, so they pass it over.
 REPLAY_GROUP_HEADER = f"{HEADER_PREFIX}replay.group"
+REPLAY_COUNT_HEADER = f"{HEADER_PREFIX}replay.count"  # how often replay sent it back
 
 
 def replayed_for(msg: Message) -> str | None:
-    """The group a replayed record was sent back for; None for any other record."""
+    """The group a replayed record was sent back for; None for any other record. Replay sets both
+    headers: a record with only the group's is not a replay, and is processed as any other."""
     headers = msg.headers()
     if not headers:  # most records: no header at all
         return None
-    values = [value for name, value in cast(ReceivedHeaders, headers) if name == REPLAY_GROUP_HEADER]
-    return decoded(values[-1]) if values else None
+    named = dict(cast(ReceivedHeaders, headers))
+    if REPLAY_COUNT_HEADER not in named:
+        return None
+    return decoded(named.get(REPLAY_GROUP_HEADER))
 
 
 def decoded(value: bytes | None) -> str | None:

@@ -45,6 +45,7 @@ from kafka_project.cluster import (
 from kafka_project.dlq.headers import (
     DLQ_TOPIC_CONFIG,
     HEADER_PREFIX,
+    REPLAY_COUNT_HEADER,
     REPLAY_GROUP_HEADER,
     describe,
     received_headers,
@@ -52,7 +53,6 @@ from kafka_project.dlq.headers import (
 from kafka_project.errors import UserError
 from kafka_project.transactions import transactional_producer_config
 
-REPLAY_COUNT_HEADER = f"{HEADER_PREFIX}replay.count"
 ORIGIN_HEADERS = tuple(f"{HEADER_PREFIX}original.{name}" for name in ("topic", "partition", "offset"))
 TRANSACTION_TIMEOUT_S = 30.0
 # Reading the DLQ below the group's position, on every run: about 8 s per million records here

@@ -131,8 +131,8 @@ def main(args: argparse.Namespace) -> int:
     # One delivery callback for the producer, not one handed over with every order.
     config = producer_config(args.bootstrap_servers, report_successes=not args.quiet)
     producer = Producer({**config, "on_delivery": report})
-    sender = OrderSender(producer, args.bootstrap_servers, args.topic, report)
     stop = stop_on_signals()
+    sender = OrderSender(producer, args.bootstrap_servers, args.topic, report, stop)
     if not wait_for_topics(producer, args.bootstrap_servers, [args.topic], args.wait_for_topics, stop):
         return 0
     interrupted: KeyboardInterrupt | None = None
@@ -230,7 +230,8 @@ def send_orders(
             raise BrokenPipeError
         if customer is not None and carries_customer:
             order = order._replace(customer_id=customer)
-        sender.send((customer or order.order_id).encode(), codec.encode(order))
+        if not sender.send((customer or order.order_id).encode(), codec.encode(order)):
+            break  # a stop came while librdkafka had no room or no topic for it: not sent
         sent += 1
         progress(sent)
         if not args.quiet:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -102,6 +103,8 @@ def written_since(bootstrap_servers: str, topic: str, timestamp_ms: int) -> set[
         partitions = metadata.partitions
         wanted = [TopicPartition(topic, p, timestamp_ms) for p in partitions]
         starts = consumer.offsets_for_times(wanted, timeout=METADATA_TIMEOUT_S)
+        if any(tp.error is not None for tp in starts):  # a partition not answered: read back later
+            return None
         ranges = {tp.partition: (tp.offset, None) for tp in starts if tp.offset not in (-1, OFFSET_END)}
         records = read_topic(bootstrap_servers, topic, READ_BACK_TIMEOUT_S, ranges=ranges)
         return {digest(msg.value()) for msg in records}
@@ -118,9 +121,15 @@ class OrderSender:
     queue back in order, and that order is kept among the ones sent again)."""
 
     def __init__(
-        self, producer: Producer, bootstrap_servers: str, topic: str, report: DeliveryReport
+        self,
+        producer: Producer,
+        bootstrap_servers: str,
+        topic: str,
+        report: DeliveryReport,
+        stop: threading.Event | None = None,
     ) -> None:
         self.producer = producer
+        self.stop = stop or threading.Event()  # set: no more waiting for room or for the topic
         self.bootstrap_servers = bootstrap_servers
         self.topic = topic
         self.report = report
@@ -129,19 +138,27 @@ class OrderSender:
         self.next_read_back = 0.0
         self.gave_up: TopicUnknownError | None = None  # flush() stopped sending again
 
-    def send(self, key: bytes | None, value: bytes | None) -> None:
-        """A new order."""
-        self.hand_over(key, value)
+    def send(self, key: bytes | None, value: bytes | None) -> bool:
+        """A new order; False if a stop came while librdkafka had no room or no topic for it."""
+        if not self.hand_over(key, value):
+            return False
         self.handed_over += 1
+        return True
 
-    def hand_over(self, key: bytes | None, value: bytes | None) -> None:
-        """TopicUnknownError once the topic has been unknown for TOPIC_UNKNOWN_WAIT_S."""
+    def hand_over(self, key: bytes | None, value: bytes | None) -> bool:
+        """Whether librdkafka took it: not when a stop came while waiting for room or for the
+        topic. TopicUnknownError once the topic has been unknown for TOPIC_UNKNOWN_WAIT_S."""
         try:
-            produce(self.producer, self.topic, key=key, value=value)
+            produce(self.producer, self.topic, self.stop, key=key, value=value)
+        except BufferError:
+            return False  # stopping: the queue stays full (the broker is down)
         except KafkaException as exc:
             if exc.args[0].code() not in TOPIC_UNKNOWN:
                 raise
+            if self.stop.is_set():
+                return False
             raise self.unknown_for_too_long() from None
+        return True
 
     def unknown_for_too_long(self) -> TopicUnknownError:
         return TopicUnknownError(
@@ -163,8 +180,8 @@ class OrderSender:
         while unsent:
             if digest(unsent[0].value) in written:
                 self.found_written += 1
-            else:
-                self.hand_over(unsent[0].key, unsent[0].value)
+            elif not self.hand_over(unsent[0].key, unsent[0].value):
+                return  # stopping: it stays unsent, and the summary counts it as failed
             unsent.popleft()
 
     def poll(self, timeout_s: float = 0) -> None:

@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 from confluent_kafka import TIMESTAMP_CREATE_TIME, Message
 
 from kafka_project.consumer.retry import TemporaryProcessingError
-from kafka_project.dlq.headers import dlq_headers
+from kafka_project.dlq.headers import dlq_headers, replayed_for
 
 
 def test_headers_name_origin_reason_attempts_group_and_time():
@@ -70,3 +70,13 @@ def test_another_group_s_dlq_copy_is_wrapped_with_its_own_origin():
     headers = dlq_headers(copy, ValueError("bad"), 0, "group-b", failed_at)
     assert len(headers) == 9 + 9
     assert [v for k, v in headers if k == "dlq.original.topic"] == [b"orders", b"orders-dlq"]
+
+
+def test_only_a_record_with_both_of_replays_headers_is_replayed_for_a_group():
+    """Replay sets dlq.replay.count and dlq.replay.group; the group's header alone (any producer
+    can set it) does not make a consumer pass a real order over."""
+    both = [("dlq.replay.count", b"1"), ("dlq.replay.group", b"order-consumer")]
+    assert replayed_for(Message(topic="orders", headers=both)) == "order-consumer"
+    assert replayed_for(Message(topic="orders", headers=both[1:])) is None
+    assert replayed_for(Message(topic="orders", headers=both[:1])) is None  # replayed by an older replay
+    assert replayed_for(Message(topic="orders")) is None
