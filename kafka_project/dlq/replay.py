@@ -239,9 +239,9 @@ def replay(args: argparse.Namespace, stop: threading.Event) -> dict[str, int]:
                 met.add(origin)
             label = f"{describe(msg)} (orderId {order_id(msg) or '-'})"
             if decision.action == "replay":
-                print(f"{'Would replay' if args.dry_run else 'Replayed'} {label} to {decision.target}")
                 if producer is not None:
-                    send(producer, consumer, msg, decision)
+                    send(producer, consumer, msg, decision)  # committed when it returns
+                print(f"{'Would replay' if args.dry_run else 'Replayed'} {label} to {decision.target}")
                 tally["replayed"] += 1
             else:
                 print(f"{PASSED_OVER[decision.action]} {label}: {decision.reason}")
