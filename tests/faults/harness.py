@@ -234,7 +234,6 @@ class Run:
         self.workdir.mkdir(parents=True)
         self.partitions = partitions
         self.consumer_logs: list[Path] = []
-        self.consumer_log_of: dict[int, Path] = {}  # pid -> log
         self.log_of: dict[int, Path] = {}  # pid -> log, every script's
         self.consumers: list[subprocess.Popen] = []
         self.fault_marks: list[FaultMark] = []
@@ -321,7 +320,6 @@ class Run:
         log = self.workdir / f"consumer-{len(self.consumer_logs)}.log"
         self.consumer_logs.append(log)
         process = self._spawn("share_consumer" if self.share else "consumer", args, log, stdout)
-        self.consumer_log_of[process.pid] = log
         self.consumers.append(process)
         return process
 
@@ -347,7 +345,7 @@ class Run:
     def kill(self, process: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
         """Signal a script and wait for it to exit; a consumer's commit position is marked as a
         fault's, before the signal, or for SIGKILL after it (its last commit is final then)."""
-        consumer = process.pid in self.consumer_log_of
+        consumer = process in self.consumers
         if consumer and sig != signal.SIGKILL:
             self.mark_fault()
         process.send_signal(sig)
@@ -371,9 +369,7 @@ class Run:
             return  # the broker is down: the mark taken before it went down covers this fault
         counted = None
         if victim is not None:
-            counted = frozenset(
-                successful_order_ids(self.consumer_log_of[victim.pid].read_text(errors="replace"))
-            )
+            counted = frozenset(successful_order_ids(self.log_of[victim.pid].read_text(errors="replace")))
         self.fault_marks.append(FaultMark({p: max(0, offset) for p, offset in positions.items()}, counted))
 
     def committed_positions(self, partitions: Iterable[int]) -> dict[int, int]:
